@@ -1,0 +1,58 @@
+"""rlm: Recursive Language Models.
+
+``from rlm import RLM`` and call ``RLM(...).completion(prompt)``: the prompt becomes the REPL
+variable ``context`` and the root model works on it with code. Backends, environments, tool
+providers, compaction strategies and logger sinks are plugins found through the ``rlm``
+entry-point group.
+
+Importing this package is cheap: the loop, the plugin manager and every plugin load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import (BackendError, BudgetExceededError, CancellationError, ConfigurationError,
+                         ErrorThresholdExceededError, PluginError, RLMError, TimeoutExceededError,
+                         TokenLimitExceededError, UnknownPluginError)
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from ._manager import PluginManager, get_plugin_manager
+    from ._rlm import RLM
+    from .logger import RLMLogger
+    from .types import RLMChatCompletion, UsageSummary
+
+_LAZY = {
+    "RLM": ("._rlm", "RLM"),
+    "RLMLogger": (".logger", "RLMLogger"),
+    "RLMChatCompletion": (".types", "RLMChatCompletion"),
+    "UsageSummary": (".types", "UsageSummary"),
+    "ModelUsageSummary": (".types", "ModelUsageSummary"),
+    "PluginManager": ("._manager", "PluginManager"),
+    "get_plugin_manager": ("._manager", "get_plugin_manager"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'rlm' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(target[0], __name__), target[1])
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "RLM", "BackendError", "BudgetExceededError", "CancellationError", "ConfigurationError",
+    "ErrorThresholdExceededError", "ModelUsageSummary", "PluginError", "PluginManager",
+    "RLMChatCompletion", "RLMError", "RLMLogger", "TimeoutExceededError",
+    "TokenLimitExceededError", "UnknownPluginError", "UsageSummary", "get_plugin_manager",
+]

@@ -1,0 +1,112 @@
+"""Typed protocols for the hot path.
+
+pluggy finds plugins and tells the kernel what they register; it cannot await, so model calls and
+cell execution go through these protocols instead. A plugin implements one (usually by subclassing
+the matching base class in :mod:`rlm.plugin`) and registers a factory for it from a hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .events import Event
+    from .types import CellResult, EnvironmentCapabilities, Message, ModelResponse, Tool
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model provider client. Built once per run by ``factory(**backend_kwargs)``.
+
+    Both call paths take the chat messages and the sampling arguments (``temperature``,
+    ``max_tokens``, ...) that the user passed as ``sampling_args``; they return the reply text and
+    the call's :class:`~rlm.types.Usage`. Errors are raised as :class:`rlm.BackendError` subclasses.
+    """
+
+    model_name: str
+
+    def completion(self, messages: Sequence[Message], **sampling: Any) -> ModelResponse: ...
+
+    async def acompletion(self, messages: Sequence[Message], **sampling: Any) -> ModelResponse: ...
+
+    def close(self) -> None: ...
+
+
+class Host(Protocol):
+    """What an environment calls back into: the sub-call helpers of the REPL.
+
+    Every method returns a string (or a list of strings for the batched ones); failures come back
+    as strings starting with ``"Error: "`` rather than exceptions, so model code keeps running.
+    Depth, budget and time are enforced here, on the host, whatever the cell does.
+    """
+
+    depth: int
+
+    def llm_query(self, prompt: str | list[Message], model: str | None = None) -> str: ...
+
+    def llm_query_batched(self, prompts: Sequence[str | list[Message]],
+                          model: str | None = None) -> list[str]: ...
+
+    def rlm_query(self, prompt: Any, model: str | None = None) -> str: ...
+
+    def rlm_query_batched(self, prompts: Sequence[Any], model: str | None = None) -> list[str]: ...
+
+
+@runtime_checkable
+class Environment(Protocol):
+    """A REPL the model's code runs in. Built by ``factory(**environment_kwargs)``.
+
+    Lifecycle: ``start(host, tools)`` once; ``add_context`` for each ``completion()`` (index 0,
+    1, ... in persistent mode; ``context`` always names index 0); ``execute`` per code block;
+    ``shutdown`` at the end of the run (or at ``RLM.close()`` in persistent mode).
+
+    The REPL must offer the helpers ``llm_query``, ``llm_query_batched``, ``rlm_query``,
+    ``rlm_query_batched`` (bound to ``host``), ``SHOW_VARS``, ``FINAL``, ``FINAL_VAR`` and the
+    ``answer`` dict, and restore these reserved names after every cell.
+    """
+
+    capabilities: EnvironmentCapabilities
+
+    def start(self, host: Host, tools: Mapping[str, Tool]) -> None: ...
+
+    def add_context(self, value: Any, index: int) -> None: ...
+
+    def add_history(self, messages: list[Message], index: int) -> None: ...
+
+    def execute(self, code: str, *, timeout: float | None = None) -> CellResult: ...
+
+    def usage_instructions(self) -> str: ...
+
+    def shutdown(self) -> None: ...
+
+
+@runtime_checkable
+class ToolProvider(Protocol):
+    """Contributes tools to a run. ``tools`` is called once per run with the run's settings."""
+
+    def tools(self, run: Mapping[str, Any]) -> Mapping[str, Tool]: ...
+
+
+@runtime_checkable
+class CompactionStrategy(Protocol):
+    """Shrinks the root's message history when it nears the model's context window.
+
+    ``should_compact`` is asked after every turn; ``compact`` returns the new message list. It may
+    call ``summarize(messages) -> str`` (a model call made by the kernel, counted in usage).
+    """
+
+    def should_compact(self, messages: Sequence[Message], *, tokens: int,
+                       context_window: int) -> bool: ...
+
+    def compact(self, messages: Sequence[Message], *, summarize: Any) -> list[Message]: ...
+
+
+@runtime_checkable
+class LoggerSink(Protocol):
+    """Receives the typed events of a run (:mod:`rlm.events`). Must not raise; the kernel guards
+    every call anyway and reports a failing sink once."""
+
+    def handle(self, event: Event) -> None: ...
+
+    def close(self) -> None: ...
