@@ -1,0 +1,761 @@
+"""The OpenAI and Azure OpenAI chat-completions backends.
+
+Both keep the official SDK for what it is good at (authentication, client configuration, typed
+errors, the connection pool) but send each request through the SDK's low-level
+``client.post("/chat/completions", body=..., cast_to=bytes)`` path and parse the JSON themselves.
+That skips the SDK's per-message request transform and response model building, which cost
+about half a millisecond per message (≈ 40 ms per call at 200 messages); this path costs a few
+tenths of a millisecond per call above raw ``httpx`` (``benchmarks/bench_openai_overhead.py``).
+
+Retries are done here rather than in the SDK (whose client is built with ``max_retries=0``), so
+that the backoff, the ``Retry-After`` cap and the errors raised after the last attempt are ours and
+testable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import openai
+
+from rlm.exceptions import (AuthenticationError, BackendConnectionError, BackendError,
+                            BackendTimeoutError, BadResponseError, ConfigurationError,
+                            ContextWindowExceededError, RateLimitError, ServerError)
+from rlm.types import ModelResponse, Usage
+
+__all__ = ["AzureOpenAIBackend", "CONTEXT_WINDOWS", "OpenAIBackend", "PRICES"]
+
+log = logging.getLogger("rlm_backend_openai")
+
+OFFICIAL_HOST = "api.openai.com"
+PLACEHOLDER_API_KEY = "not-needed"  # sent to custom endpoints when no key is configured
+DEFAULT_MODEL = "gpt-4o"
+DEFAULT_AZURE_API_VERSION = "2024-10-21"
+_PATH = "/chat/completions"
+
+# USD per 1M tokens (input, output), from OpenAI's public price list. Dated snapshots
+# ("gpt-4o-2024-08-06") use the entry of their family; extend or override with ``prices=``.
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-5": (1.25, 10.00),
+    "gpt-5-mini": (0.25, 2.00),
+    "gpt-5-nano": (0.05, 0.40),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-2024-05-13": (5.00, 15.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4-turbo": (10.00, 30.00),
+    "gpt-4": (30.00, 60.00),
+    "gpt-3.5-turbo": (0.50, 1.50),
+    "o1": (15.00, 60.00),
+    "o1-mini": (1.10, 4.40),
+    "o3": (2.00, 8.00),
+    "o3-mini": (1.10, 4.40),
+    "o4-mini": (1.10, 4.40),
+}
+
+# Context windows in tokens (input plus output) of known OpenAI models.
+CONTEXT_WINDOWS: dict[str, int] = {
+    "gpt-5": 400_000,
+    "gpt-5-mini": 400_000,
+    "gpt-5-nano": 400_000,
+    "gpt-4.1": 1_047_576,
+    "gpt-4.1-mini": 1_047_576,
+    "gpt-4.1-nano": 1_047_576,
+    "gpt-4o": 128_000,
+    "gpt-4o-mini": 128_000,
+    "gpt-4-turbo": 128_000,
+    "gpt-4-32k": 32_768,
+    "gpt-4": 8_192,
+    "gpt-3.5-turbo": 16_385,
+    "o1": 200_000,
+    "o1-mini": 128_000,
+    "o3": 200_000,
+    "o3-mini": 200_000,
+    "o4-mini": 200_000,
+}
+
+# Request options of the SDK that callers may pass among the sampling arguments.
+_OPTION_KEYS = ("extra_headers", "extra_query", "extra_body", "timeout")
+
+
+def lookup_model(table: Mapping[str, Any], model: str | None) -> Any:
+    """``table[model]``, else the entry of the longest name that ``model`` extends with ``-...``
+    (``gpt-4o-2024-08-06`` -> ``gpt-4o``); a provider prefix (``openai/gpt-4o``) is ignored."""
+    if not model:
+        return None
+    name = model.rsplit("/", 1)[-1]
+    for candidate in (model, name):
+        if candidate in table:
+            return table[candidate]
+    best = None
+    for key in table:
+        if name.startswith(key + "-") and (best is None or len(key) > len(best)):
+            best = key
+    return table[best] if best is not None else None
+
+
+def _chars(content: Any) -> int:
+    if content is None:
+        return 0
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        n = 0
+        for part in content:
+            if isinstance(part, str):
+                n += len(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                n += len(part["text"])
+        return n
+    return len(str(content))
+
+
+def estimate_tokens(chars: int) -> int:
+    """The characters/4 estimate (rounded up, at least 1) used when no tokenizer is available."""
+    return max(1, math.ceil(chars / 4))
+
+
+class _Secret:
+    """Holds a credential; its repr never shows it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    __str__ = __repr__
+
+
+class _Tokenizer:
+    """tiktoken when it is installed (never installed by this package), else None."""
+
+    _lock = threading.Lock()
+    _encodings: dict[str, Any] = {}
+    _missing = False
+
+    @classmethod
+    def get(cls, model: str) -> Any:
+        if cls._missing:
+            return None
+        with cls._lock:
+            if model in cls._encodings:
+                return cls._encodings[model]
+            try:
+                import tiktoken  # noqa: PLC0415 - optional, only if already installed
+            except ImportError:
+                cls._missing = True
+                return None
+            try:
+                try:
+                    enc = tiktoken.encoding_for_model(model)
+                except KeyError:
+                    enc = tiktoken.get_encoding("o200k_base")
+            except Exception:  # noqa: BLE001 - e.g. the encoding file cannot be fetched offline
+                enc = None
+            cls._encodings[model] = enc
+            return enc
+
+
+class OpenAIBackend:
+    """Chat completions on the OpenAI API or any OpenAI-compatible server.
+
+    ``model_name`` (alias ``model``) is the default model; a ``model=`` sampling argument overrides
+    it for one call. The key is ``api_key``, else ``$OPENAI_API_KEY``; a custom ``base_url``
+    (a local server) works without one. Every other keyword goes to the SDK client constructor.
+    """
+
+    backend_name = "openai"
+    api_key_env = "OPENAI_API_KEY"
+
+    def __init__(self, model_name: str | None = None, api_key: str | None = None,
+                 base_url: str | None = None, timeout: float = 60.0, max_retries: int = 3,
+                 organization: str | None = None, default_headers: Mapping[str, str] | None = None,
+                 prices: Mapping[str, tuple[float, float]] | None = None, *,
+                 model: str | None = None, retry_base_delay: float = 0.5,
+                 retry_max_delay: float = 30.0,
+                 context_windows: Mapping[str, int] | None = None, **client_kwargs: Any):
+        if model_name is not None and model is not None and model_name != model:
+            raise ConfigurationError(
+                f"{self.backend_name}: model_name={model_name!r} and model={model!r} disagree; "
+                "pass one of them.")
+        self.model_name: str = model_name or model or self._default_model()
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise ConfigurationError(f"{self.backend_name}: max_retries must be an integer >= 0, "
+                                     f"got {max_retries!r}")
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError(f"{self.backend_name}: timeout must be > 0 seconds, got {timeout!r}")
+        if retry_base_delay < 0 or retry_max_delay < 0:
+            raise ConfigurationError(f"{self.backend_name}: retry delays must be >= 0")
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.retry_base_delay = float(retry_base_delay)
+        self.retry_max_delay = float(retry_max_delay)
+        self.organization = organization
+        self.default_headers = dict(default_headers or {})
+        self.prices: dict[str, tuple[float, float]] = {**PRICES, **{
+            k: (float(v[0]), float(v[1])) for k, v in (prices or {}).items()}}
+        self.context_windows: dict[str, int] = {**CONTEXT_WINDOWS, **dict(context_windows or {})}
+        self.base_url = self._resolve_base_url(base_url)
+        self._api_key = _Secret(self._resolve_api_key(api_key))
+        self._http_client = client_kwargs.pop("http_client", None)
+        self._async_http_client = client_kwargs.pop("async_http_client", None)
+        self._client_kwargs = client_kwargs
+        self._lock = threading.Lock()
+        self._sync: Any = None
+        self._async: dict[asyncio.AbstractEventLoop, Any] = {}  # one async client per event loop
+        self._closing: set[Any] = set()  # close() tasks scheduled on running loops
+        self._warned_estimate = False
+
+    # -- configuration --------------------------------------------------------------------
+    def _default_model(self) -> str:
+        return DEFAULT_MODEL
+
+    def _resolve_base_url(self, base_url: str | None) -> str | None:
+        return base_url or os.environ.get("OPENAI_BASE_URL") or None
+
+    @property
+    def is_official_endpoint(self) -> bool:
+        if self.base_url is None:
+            return True
+        return (urlsplit(self.base_url).hostname or "").lower() == OFFICIAL_HOST
+
+    def _resolve_api_key(self, api_key: str | None) -> str:
+        key = api_key if api_key else os.environ.get(self.api_key_env)
+        if key:
+            return key
+        if self.is_official_endpoint:
+            raise AuthenticationError(
+                f"No API key for the {self.backend_name} backend: pass "
+                f"backend_kwargs={{\"api_key\": ...}} or set the {self.api_key_env} environment "
+                "variable.", backend=self.backend_name, model=self.model_name)
+        return PLACEHOLDER_API_KEY
+
+    @property
+    def has_api_key(self) -> bool:
+        return self._api_key.value != PLACEHOLDER_API_KEY
+
+    def __repr__(self) -> str:
+        key = "'***'" if self.has_api_key else "None"
+        return (f"{type(self).__name__}(model_name={self.model_name!r}, base_url={self.base_url!r}, "
+                f"api_key={key}, timeout={self.timeout!r}, max_retries={self.max_retries!r})")
+
+    __str__ = __repr__
+
+    # -- SDK clients: created lazily, one sync client and one async client per event loop ------
+    def _sdk_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"api_key": self._api_key.value, "base_url": self.base_url,
+                              "timeout": self.timeout, "max_retries": 0,
+                              "organization": self.organization}
+        if self.default_headers:
+            kw["default_headers"] = self.default_headers
+        kw.update(self._client_kwargs)
+        return kw
+
+    def _make_sync_client(self) -> Any:
+        kw = self._sdk_kwargs()
+        if self._http_client is not None:
+            kw["http_client"] = self._http_client
+        return openai.OpenAI(**kw)
+
+    def _make_async_client(self) -> Any:
+        kw = self._sdk_kwargs()
+        if self._async_http_client is not None:
+            kw["http_client"] = self._async_http_client
+        return openai.AsyncOpenAI(**kw)
+
+    def _sync_client(self) -> Any:
+        client = self._sync
+        if client is None:
+            with self._lock:
+                client = self._sync
+                if client is None:
+                    client = self._sync = self._wrap_construct(self._make_sync_client)
+        return client
+
+    def _async_client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            with self._lock:
+                client = self._async.get(loop)
+                if client is None:
+                    # forget clients of loops that are gone (their sockets died with the loop)
+                    for old in [lp for lp in self._async if lp.is_closed()]:
+                        del self._async[old]
+                    client = self._wrap_construct(self._make_async_client)
+                    self._async[loop] = client
+        return client
+
+    def _wrap_construct(self, make: Any) -> Any:
+        try:
+            return make()
+        except openai.OpenAIError as exc:  # the SDK refused its configuration
+            raise ConfigurationError(f"{self.backend_name}: {self._redact(str(exc))}") from None
+
+    def close(self) -> None:
+        """Close the connection pools. Safe to call twice, from inside or outside an event loop."""
+        with self._lock:
+            sync, self._sync = self._sync, None
+            clients = list(self._async.items())
+            self._async = {}
+        if sync is not None:
+            try:
+                sync.close()
+            except Exception:  # noqa: BLE001 - closing must not raise
+                pass
+        for loop, client in clients:
+            self._close_async(loop, client)
+
+    def _close_async(self, loop: asyncio.AbstractEventLoop, client: Any) -> None:
+        try:
+            if loop.is_closed():
+                return  # its sockets died with the loop; nothing left to await
+            try:
+                current = asyncio.get_running_loop()
+            except RuntimeError:
+                current = None
+            if loop.is_running():
+                if current is loop:
+                    task = loop.create_task(client.close())
+                    self._closing.add(task)
+                    task.add_done_callback(self._closing.discard)
+                else:
+                    asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=5)
+            elif current is None:
+                loop.run_until_complete(client.close())
+        except Exception:  # noqa: BLE001 - closing must not raise
+            pass
+
+    async def aclose(self) -> None:
+        """Close the pools, awaiting the current loop's async client."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            mine = self._async.pop(loop, None)
+        if mine is not None:
+            try:
+                await mine.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self.close()
+
+    def __enter__(self) -> OpenAIBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the Backend protocol ------------------------------------------------------------
+    def completion(self, messages: Sequence[Mapping[str, Any]] | str, **sampling: Any) -> ModelResponse:
+        body, model, options = self._build(messages, sampling)
+        client = self._sync_client()
+        attempt = 0
+        while True:
+            try:
+                raw = client.post(_PATH, body=body, cast_to=bytes, options=self._attempt_options(options, attempt))
+                return self._parse(raw, body, model)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a BackendError
+                err = self._to_backend_error(exc, model, attempt, options.get("timeout"))
+                if not self._should_retry(err, attempt):
+                    raise err from (None if isinstance(exc, BackendError) else exc)
+                delay = self._retry_delay(err, attempt)
+                log.info("%s: %s; retry %d of %d in %.2f s", self.backend_name, type(err).__name__,
+                         attempt + 1, self.max_retries, delay)
+                time.sleep(delay)
+                attempt += 1
+
+    async def acompletion(self, messages: Sequence[Mapping[str, Any]] | str, **sampling: Any) -> ModelResponse:
+        body, model, options = self._build(messages, sampling)
+        client = self._async_client()
+        attempt = 0
+        while True:
+            try:
+                raw = await client.post(_PATH, body=body, cast_to=bytes,
+                                        options=self._attempt_options(options, attempt))
+                return self._parse(raw, body, model)
+            except Exception as exc:  # noqa: BLE001
+                err = self._to_backend_error(exc, model, attempt, options.get("timeout"))
+                if not self._should_retry(err, attempt):
+                    raise err from (None if isinstance(exc, BackendError) else exc)
+                delay = self._retry_delay(err, attempt)
+                log.info("%s: %s; retry %d of %d in %.2f s", self.backend_name, type(err).__name__,
+                         attempt + 1, self.max_retries, delay)
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    # -- optional extras the kernel looks up ---------------------------------------------
+    def context_window(self, model: str | None = None) -> int | None:
+        """The context window in tokens of ``model`` (default: this backend's), None if unknown."""
+        return lookup_model(self.context_windows, model or self.model_name)
+
+    def count_tokens(self, messages: Sequence[Mapping[str, Any]] | str, model: str | None = None) -> int:
+        """Tokens of ``messages``: tiktoken if it is installed, else the characters/4 estimate."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        enc = _Tokenizer.get(model or self.model_name)
+        if enc is None:
+            return estimate_tokens(sum(_chars(m.get("content")) for m in messages))
+        total = 3  # every reply is primed with <|start|>assistant<|message|>
+        for m in messages:
+            total += 3
+            for key, value in m.items():
+                if isinstance(value, str):
+                    total += len(enc.encode(value, disallowed_special=()))
+                elif key == "content" and value is not None:
+                    total += estimate_tokens(_chars(value))
+        return total
+
+    def cost(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
+        """USD for a call from the price table, None when the model has no price."""
+        price = lookup_model(self.prices, model)
+        if price is None:
+            return None
+        return (input_tokens * price[0] + output_tokens * price[1]) / 1_000_000
+
+    # -- request building ----------------------------------------------------------------
+    def _build(self, messages: Sequence[Mapping[str, Any]] | str,
+               sampling: dict[str, Any]) -> tuple[dict[str, Any], str, dict[str, Any]]:
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        elif not isinstance(messages, list):
+            messages = list(messages)
+        sampling = dict(sampling)
+        options: dict[str, Any] = {}
+        for key in _OPTION_KEYS:
+            if key in sampling:
+                value = sampling.pop(key)
+                if value is None:
+                    continue
+                if key == "extra_headers":
+                    options["headers"] = dict(value)
+                elif key == "extra_query":
+                    options["params"] = dict(value)
+                elif key == "extra_body":
+                    options["extra_json"] = dict(value)
+                else:
+                    options["timeout"] = value
+        if sampling.get("stream"):
+            raise ConfigurationError(
+                f"{self.backend_name}: stream=True is not supported (the backend returns whole "
+                "replies); drop 'stream' from the sampling arguments.")
+        sampling.pop("stream", None)
+        model = sampling.pop("model", None) or self.model_name
+        body = {"model": model, "messages": messages}
+        # None means "not set": sending JSON null would be rejected by most servers
+        body.update((k, v) for k, v in sampling.items() if v is not None)
+        return body, model, options
+
+    @staticmethod
+    def _attempt_options(options: dict[str, Any], attempt: int) -> dict[str, Any]:
+        if attempt == 0:
+            return options
+        headers = {**options.get("headers", {}), "x-stainless-retry-count": str(attempt)}
+        return {**options, "headers": headers}
+
+    # -- response parsing ----------------------------------------------------------------
+    def _parse(self, raw: bytes, body: dict[str, Any], model: str) -> ModelResponse:
+        try:
+            data = json.loads(raw)
+        except (ValueError, TypeError) as exc:
+            snippet = raw[:200].decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else repr(raw)[:200]
+            raise BadResponseError(
+                f"{self.backend_name} ({model}): the server answered with something that is not "
+                f"JSON ({exc}): {snippet!r}", backend=self.backend_name, model=model,
+                status_code=200, provider_message=snippet) from None
+        if not isinstance(data, dict):
+            raise BadResponseError(f"{self.backend_name} ({model}): expected a JSON object, got "
+                                   f"{type(data).__name__}", backend=self.backend_name, model=model,
+                                   status_code=200)
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            error = data.get("error")
+            if error is not None:  # some proxies answer 200 with an error object
+                message = self._redact(_error_message(error) or json.dumps(error)[:500])
+                raise BadResponseError(f"{self.backend_name} ({model}): the server returned an error "
+                                       f"instead of a completion: {message}", backend=self.backend_name,
+                                       model=model, status_code=200, provider_message=message)
+            raise BadResponseError(f"{self.backend_name} ({model}): the response has no choices: "
+                                   f"{json.dumps(data)[:200]}", backend=self.backend_name, model=model,
+                                   status_code=200)
+        choice = choices[0]
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            raise BadResponseError(f"{self.backend_name} ({model}): choices[0] has no message",
+                                   backend=self.backend_name, model=model, status_code=200)
+        content = message.get("content")
+        if content is None:
+            text = message.get("refusal") or ""
+        elif isinstance(content, str):
+            text = content
+        elif isinstance(content, list):
+            text = "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+        else:
+            text = str(content)
+        served = data.get("model") if isinstance(data.get("model"), str) and data.get("model") else model
+        usage = self._usage(data.get("usage"), body, text, served, model)
+        # ``model`` is the name that was asked for (the run's usage is keyed by it); the served
+        # snapshot name (``gpt-4o-2024-08-06``, or the model behind an Azure deployment) only
+        # picks the price.
+        return ModelResponse(text=text, usage=usage, model=model, finish_reason=choice.get("finish_reason"))
+
+    def _usage(self, raw: Any, body: dict[str, Any], text: str, served: str, requested: str) -> Usage:
+        cost = None
+        if isinstance(raw, dict) and (raw.get("prompt_tokens") is not None
+                                      or raw.get("completion_tokens") is not None):
+            usage = Usage(input_tokens=_as_int(raw.get("prompt_tokens")),
+                          output_tokens=_as_int(raw.get("completion_tokens")))
+            reported = raw.get("cost")
+            if isinstance(reported, (int, float)) and not isinstance(reported, bool):
+                cost = float(reported)
+        else:
+            usage = Usage(input_tokens=estimate_tokens(sum(_chars(m.get("content")) for m in body["messages"]
+                                                           if isinstance(m, Mapping))),
+                          output_tokens=estimate_tokens(len(text)), estimated=True)
+            if not self._warned_estimate:
+                self._warned_estimate = True
+                log.warning("%s: the server at %s sent no usage for model %s; token counts are "
+                            "estimated (characters / 4) and marked Usage.estimated=True. This is "
+                            "logged once per backend.", self.backend_name,
+                            self.base_url or "api.openai.com", served)
+        if cost is None:
+            cost = self.cost(served, usage.input_tokens, usage.output_tokens)
+            if cost is None and served != requested:
+                cost = self.cost(requested, usage.input_tokens, usage.output_tokens)
+        usage.cost = cost
+        return usage
+
+    # -- errors and retries --------------------------------------------------------------
+    def _redact(self, text: str) -> str:
+        key = self._api_key.value
+        if key and key != PLACEHOLDER_API_KEY and len(key) >= 4 and key in text:
+            text = text.replace(key, "***")
+        return text
+
+    def _to_backend_error(self, exc: BaseException, model: str, attempt: int,
+                          timeout: Any = None) -> BackendError:
+        name, kw = self.backend_name, {"backend": self.backend_name, "model": model}
+        tries = f" (after {attempt + 1} attempts)" if attempt else ""
+        if isinstance(exc, BackendError):
+            return exc
+        if isinstance(exc, openai.APITimeoutError):
+            return BackendTimeoutError(f"{name} ({model}): no answer within the request timeout "
+                                       f"({timeout if timeout is not None else self.timeout} s){tries}",
+                                       **kw)
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc.__context__
+            detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
+            where = self.base_url or "https://api.openai.com/v1"
+            return BackendConnectionError(self._redact(
+                f"{name} ({model}): could not reach {where} or the connection was reset{tries}{detail}"), **kw)
+        if isinstance(exc, openai.APIStatusError):
+            return self._status_error(exc, model, tries)
+        if isinstance(exc, openai.APIResponseValidationError):
+            return BadResponseError(f"{name} ({model}): invalid response: {self._redact(str(exc))}",
+                                    **kw)
+        return BackendError(f"{name} ({model}): {type(exc).__name__}: {self._redact(str(exc))}", **kw)
+
+    def _status_error(self, exc: Any, model: str, tries: str) -> BackendError:
+        name = self.backend_name
+        status = int(getattr(exc, "status_code", 0) or 0)
+        body = getattr(exc, "body", None)
+        error = body.get("error", body) if isinstance(body, dict) else body
+        code = error.get("code") if isinstance(error, dict) else None
+        etype = error.get("type") if isinstance(error, dict) else None
+        provider = _error_message(error)
+        if provider is None:
+            provider = body if isinstance(body, str) and body else getattr(exc, "message", None) or str(exc)
+        provider = self._redact(str(provider))
+        kw = {"backend": name, "model": model, "status_code": status, "provider_message": provider}
+        lowered = provider.lower()
+        if status in (401, 403):
+            hint = (f" Check the key (backend_kwargs={{\"api_key\": ...}} or {self.api_key_env})."
+                    if status == 401 else "")
+            return AuthenticationError(f"{name} ({model}): HTTP {status} authentication failed: "
+                                       f"{provider}.{hint}", **kw)
+        if status == 429:
+            response = getattr(exc, "response", None)
+            retry_after = _retry_after(getattr(response, "headers", None))
+            err = RateLimitError(f"{name} ({model}): HTTP 429 rate limited{tries}: {provider}",
+                                 retry_after=retry_after, **kw)
+            if code == "insufficient_quota" or etype == "insufficient_quota":
+                err.retryable = False  # out of credit: waiting will not help
+            return err
+        if code == "context_length_exceeded" or (
+                status in (400, 413) and ("context length" in lowered or "context window" in lowered
+                                          or "maximum context" in lowered)):
+            return ContextWindowExceededError(
+                f"{name} ({model}): the prompt does not fit the context window: {provider}", **kw)
+        if status == 408:
+            return BackendTimeoutError(f"{name} ({model}): HTTP 408 request timeout{tries}: {provider}", **kw)
+        if status >= 500:
+            return ServerError(f"{name} ({model}): HTTP {status} server error{tries}: {provider}", **kw)
+        return BackendError(f"{name} ({model}): HTTP {status}: {provider}", **kw)
+
+    def _should_retry(self, err: BackendError, attempt: int) -> bool:
+        return bool(getattr(err, "retryable", False)) and attempt < self.max_retries
+
+    def _retry_delay(self, err: BackendError, attempt: int) -> float:
+        retry_after = getattr(err, "retry_after", None)
+        if retry_after is not None and retry_after >= 0:
+            return min(float(retry_after), self.retry_max_delay)
+        backoff = min(self.retry_base_delay * (2 ** attempt), self.retry_max_delay)
+        return backoff * (0.5 + random.random() / 2)  # jitter: 50-100 % of the backoff
+
+
+class AzureOpenAIBackend(OpenAIBackend):
+    """Chat completions on Azure OpenAI.
+
+    ``azure_endpoint`` (or ``$AZURE_OPENAI_ENDPOINT``), ``api_version`` (or
+    ``$OPENAI_API_VERSION``, else a GA default), ``azure_deployment`` (default: the model name is
+    used as the deployment), key ``api_key`` or ``$AZURE_OPENAI_API_KEY`` (or an Entra ID token
+    through ``azure_ad_token`` / ``azure_ad_token_provider``).
+    """
+
+    backend_name = "azure_openai"
+    api_key_env = "AZURE_OPENAI_API_KEY"
+
+    def __init__(self, model_name: str | None = None, api_key: str | None = None, *,
+                 azure_endpoint: str | None = None, api_version: str | None = None,
+                 azure_deployment: str | None = None, azure_ad_token: str | None = None,
+                 azure_ad_token_provider: Any = None, base_url: str | None = None,
+                 model: str | None = None, **kwargs: Any):
+        self.azure_endpoint = azure_endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")
+        self.api_version = api_version or os.environ.get("OPENAI_API_VERSION") or DEFAULT_AZURE_API_VERSION
+        self.azure_deployment = azure_deployment
+        self._azure_ad_token = _Secret(azure_ad_token) if azure_ad_token else None
+        self._azure_ad_token_provider = azure_ad_token_provider
+        if not self.azure_endpoint and not base_url:
+            raise ConfigurationError(
+                "azure_openai: no endpoint: pass backend_kwargs={\"azure_endpoint\": "
+                "\"https://<resource>.openai.azure.com\"} or set AZURE_OPENAI_ENDPOINT.")
+        if self.azure_endpoint and base_url:
+            raise ConfigurationError("azure_openai: pass azure_endpoint or base_url, not both.")
+        self._azure_base_url = base_url
+        if model_name is None and model is None:
+            model_name = azure_deployment
+        super().__init__(model_name, api_key, base_url=base_url, model=model, **kwargs)
+
+    def _default_model(self) -> str:
+        return self.azure_deployment or DEFAULT_MODEL
+
+    def _resolve_base_url(self, base_url: str | None) -> str | None:
+        if base_url:
+            return base_url
+        endpoint = (self.azure_endpoint or "").rstrip("/")
+        if self.azure_deployment:
+            return f"{endpoint}/openai/deployments/{self.azure_deployment}"
+        return f"{endpoint}/openai"
+
+    @property
+    def is_official_endpoint(self) -> bool:
+        return True  # Azure always needs a credential
+
+    def _resolve_api_key(self, api_key: str | None) -> str:
+        key = api_key if api_key else os.environ.get(self.api_key_env)
+        if key:
+            return key
+        if self._azure_ad_token is not None or self._azure_ad_token_provider is not None:
+            return PLACEHOLDER_API_KEY
+        raise AuthenticationError(
+            "No API key for the azure_openai backend: pass backend_kwargs={\"api_key\": ...} or set "
+            "the AZURE_OPENAI_API_KEY environment variable (or pass azure_ad_token / "
+            "azure_ad_token_provider).", backend=self.backend_name, model=self.model_name)
+
+    def _azure_kwargs(self) -> dict[str, Any]:
+        kw = self._sdk_kwargs()
+        kw.pop("base_url", None)
+        if self._azure_base_url:
+            kw["base_url"] = self._azure_base_url
+        else:
+            kw["azure_endpoint"] = self.azure_endpoint
+            if self.azure_deployment:
+                kw["azure_deployment"] = self.azure_deployment
+        kw["api_version"] = self.api_version
+        if self._api_key.value == PLACEHOLDER_API_KEY:
+            kw.pop("api_key", None)
+            if self._azure_ad_token is not None:
+                kw["azure_ad_token"] = self._azure_ad_token.value
+            if self._azure_ad_token_provider is not None:
+                kw["azure_ad_token_provider"] = self._azure_ad_token_provider
+        return kw
+
+    def _make_sync_client(self) -> Any:
+        kw = self._azure_kwargs()
+        if self._http_client is not None:
+            kw["http_client"] = self._http_client
+        return openai.AzureOpenAI(**kw)
+
+    def _make_async_client(self) -> Any:
+        kw = self._azure_kwargs()
+        if self._async_http_client is not None:
+            kw["http_client"] = self._async_http_client
+        return openai.AsyncAzureOpenAI(**kw)
+
+    def __repr__(self) -> str:
+        key = "'***'" if self.has_api_key else "None"
+        return (f"{type(self).__name__}(model_name={self.model_name!r}, "
+                f"azure_endpoint={self.azure_endpoint!r}, azure_deployment={self.azure_deployment!r}, "
+                f"api_version={self.api_version!r}, api_key={key})")
+
+    __str__ = __repr__
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _error_message(error: Any) -> str | None:
+    if isinstance(error, dict):
+        message = error.get("message")
+        if isinstance(message, str) and message:
+            return message
+        return None
+    if isinstance(error, str) and error:
+        return error
+    return None
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), else None."""
+    if headers is None:
+        return None
+    try:
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            value = float(ms) / 1000
+            return value if math.isfinite(value) and value >= 0 else None
+    except (TypeError, ValueError):
+        pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+        return value if math.isfinite(value) and value >= 0 else None
+    except (TypeError, ValueError):
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
