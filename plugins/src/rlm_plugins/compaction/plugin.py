@@ -1,0 +1,11 @@
+"""Registers the ``summarize`` compaction strategy."""
+
+from rlm.plugin import hookimpl
+
+
+@hookimpl
+def rlm_register_compaction_strategies(registrar):
+    registrar.add(
+        "summarize", "rlm_plugins.compaction.summarize:SummarizeCompaction",
+        description="At threshold_pct of the context window, replace the turns with a model-written "
+                    "summary; the full trajectory stays in the REPL's `history`.")
