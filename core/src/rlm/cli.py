@@ -1,0 +1,207 @@
+"""The ``rlm`` command line.
+
+    rlm run PROMPT [--context FILE|-] [--backend B] [--model M] [--env E] [--max-iterations N] [-v]
+    rlm plugins [--json]      rlm backends [--json]      rlm envs [--json]
+    rlm demo                  (an end-to-end run against a local demo server; no key, no network)
+
+Plugins add subcommands through the ``rlm_register_commands`` hook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from . import __version__
+
+
+def _parse_kv(items: list[str] | None, flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"rlm: {flag} expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def _read_context(spec: str) -> str:
+    if spec == "-":
+        return sys.stdin.read()
+    try:
+        with open(spec, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise SystemExit(f"rlm: cannot read --context {spec!r}: {exc.strerror}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import RLM
+    from .exceptions import RLMError
+
+    backend_kwargs = _parse_kv(args.backend_arg, "--backend-arg")
+    if args.model:
+        backend_kwargs["model_name"] = args.model
+    if args.base_url:
+        backend_kwargs["base_url"] = args.base_url
+    env_kwargs = _parse_kv(args.env_arg, "--env-arg")
+    if args.context is not None:
+        context: Any = _read_context(args.context)
+        root_prompt = args.prompt
+    else:
+        context, root_prompt = args.prompt, None
+    try:
+        rlm = RLM(backend=args.backend, backend_kwargs=backend_kwargs, environment=args.env,
+                  environment_kwargs=env_kwargs, max_iterations=args.max_iterations,
+                  max_depth=args.max_depth, max_timeout=args.timeout, max_budget=args.max_budget,
+                  verbose=args.verbose, cell_timeout=args.cell_timeout)
+        with rlm:
+            result = rlm.completion(context, root_prompt=root_prompt)
+    except KeyboardInterrupt:
+        print("rlm: cancelled", file=sys.stderr)
+        return 130
+    except RLMError as exc:
+        print(f"rlm: {type(exc).__name__}: {exc}", file=sys.stderr)
+        partial = getattr(exc, "partial_answer", None)
+        if partial:
+            print(f"rlm: partial answer: {partial}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"response": result.response, "root_model": result.root_model,
+                          "execution_time": result.execution_time,
+                          "usage_summary": result.usage_summary.to_dict()}, indent=2))
+    else:
+        print(result.response)
+        u = result.usage_summary
+        print(f"rlm: {result.root_model}: {u.total_calls} model calls, {u.total_input_tokens} in / "
+              f"{u.total_output_tokens} out tokens, {result.execution_time:.2f}s", file=sys.stderr)
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from ._manager import get_plugin_manager
+
+    rows = get_plugin_manager().report()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no plugins installed")
+    for row in rows:
+        dist = f"{row['distribution']} {row['version']}" if row["distribution"] else "in-process"
+        if row["status"] != "ok":
+            print(f"{row['name']}  ({dist})  FAILED: {row.get('error')}")
+            continue
+        print(f"{row['name']}  ({dist})")
+        for kind, names in sorted(row["registered"].items()):
+            print(f"    {kind}: {', '.join(sorted(names))}")
+    return 0
+
+
+def _cmd_list(kind: str):
+    def run(args: argparse.Namespace) -> int:
+        from ._manager import get_plugin_manager
+
+        reg = get_plugin_manager().registry(kind)
+        entries = sorted({id(e): e for e in reg.entries.values()}.values(), key=lambda e: e.name)
+        if args.json:
+            print(json.dumps([e.to_dict() for e in entries], indent=2))
+            return 0
+        for e in entries:
+            aliases = f" (aliases: {', '.join(e.aliases)})" if e.aliases else ""
+            where = f"{e.distribution} {e.version}" if e.distribution else e.plugin
+            print(f"{e.name}{aliases}  [{where}]  {e.description}")
+        return 0
+    return run
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return run_demo(verbose=args.verbose)
+
+
+def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlm", description="Recursive Language Models: run a prompt as a REPL variable and let "
+                                "the model work on it with code and sub-calls.")
+    parser.add_argument("--version", action="version", version=f"rlm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run an RLM completion; the answer goes to stdout")
+    run.add_argument("prompt", help="the prompt (with --context: the question about the context)")
+    run.add_argument("--context", metavar="FILE", help="read the context from FILE ('-' for stdin)")
+    run.add_argument("--backend", default=os.environ.get("RLM_BACKEND", "openai"))
+    run.add_argument("--model", help="model name passed as backend_kwargs['model_name']")
+    run.add_argument("--base-url", help="backend base URL (OpenAI-compatible servers)")
+    run.add_argument("--backend-arg", action="append", metavar="KEY=VALUE",
+                     help="extra backend_kwargs entry (JSON values allowed); repeatable")
+    run.add_argument("--env", default="local", help="execution environment (default: local)")
+    run.add_argument("--env-arg", action="append", metavar="KEY=VALUE",
+                     help="extra environment_kwargs entry; repeatable")
+    run.add_argument("--max-iterations", type=int, default=30)
+    run.add_argument("--max-depth", type=int, default=1)
+    run.add_argument("--max-budget", type=float, default=None)
+    run.add_argument("--timeout", type=float, default=None, help="max_timeout in seconds")
+    run.add_argument("--cell-timeout", type=float, default=None, help="seconds per REPL cell")
+    run.add_argument("--json", action="store_true", help="print the result as JSON")
+    run.add_argument("-v", "--verbose", action="store_true", help="show each turn on stderr")
+    run.set_defaults(func=cmd_run)
+
+    plugins = sub.add_parser("plugins", help="list installed plugins and what they register")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(func=cmd_plugins)
+    for name, kind, text in (("backends", "backend", "list installed backends"),
+                             ("envs", "environment", "list installed environments")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=_cmd_list(kind))
+
+    demo = sub.add_parser("demo", help="run an RLM end to end against a local demo server "
+                                       "(no API key, no network)")
+    demo.add_argument("-v", "--verbose", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    if with_plugins:
+        _add_plugin_commands(sub)
+    return parser
+
+
+def _add_plugin_commands(sub: Any) -> None:
+    from ._manager import get_plugin_manager
+
+    try:
+        reg = get_plugin_manager().registry("command")
+    except Exception as exc:  # noqa: BLE001 - a broken plugin never breaks the CLI
+        print(f"rlm: plugin commands unavailable: {exc}", file=sys.stderr)
+        return
+    for name, entry in sorted(reg.entries.items()):
+        if name != entry.name:
+            continue
+        try:
+            entry.load()(sub)
+        except Exception as exc:  # noqa: BLE001
+            print(f"rlm: command {name!r} from {entry.origin} failed to set up: {exc}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Built-in commands and --help need no plugin; only load entry points when they might matter.
+    builtin = {"run", "plugins", "backends", "envs", "demo", "--version"}
+    wants_plugins = not argv or argv[0] not in builtin
+    parser = build_parser(with_plugins=wants_plugins and argv not in (["-h"], ["--help"]))
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
