@@ -38,6 +38,12 @@ class LoopRunner:
                 self._loop, self._thread = loop, thread
             return self._loop
 
+    @property
+    def active(self) -> bool:
+        """True once the loop has been started (and not closed)."""
+        loop = self._loop
+        return loop is not None and not loop.is_closed()
+
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coro`` on the loop from any other thread and wait for its result."""
         if self._thread is not None and threading.current_thread() is self._thread:

@@ -297,10 +297,8 @@ class PluginManager:
             hints.append("These plugins were not loaded because of RLM_LOAD_PLUGINS / "
                          f"RLM_DISABLE_PLUGINS: {', '.join(self.skipped)}.")
         hints.append(_install_hint(kind, name))
-        err = UnknownPluginError(KIND_LABELS[kind], name, reg.names(), " ".join(hints))
-        naive = f"Installed {KIND_LABELS[kind]}s:"
-        err.args = (str(err).replace(naive, f"Installed {KIND_PLURALS[kind]}:"),)
-        raise err
+        raise UnknownPluginError(KIND_LABELS[kind], name, reg.names(), " ".join(hints),
+                                 plural=KIND_PLURALS[kind])
 
     def create(self, kind: str, name: str, /, *args: Any, **kwargs: Any) -> Any:
         """Build the named plugin object: ``factory(*args, **kwargs)``.

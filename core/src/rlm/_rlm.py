@@ -67,6 +67,13 @@ class _Resources:
             self._backends.clear()
             self.closed = True
         for b, _ in backends:
+            # Async clients were created on our loop: close them there, while it still runs.
+            aclose = getattr(b, "aclose", None)
+            if self.loop.active and callable(aclose):
+                try:
+                    self.loop.run(aclose(), timeout=5)
+                except Exception:  # noqa: BLE001
+                    pass
             try:
                 b.close()
             except Exception:  # noqa: BLE001

@@ -95,12 +95,15 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print("no plugins installed")
     for row in rows:
         dist = f"{row['distribution']} {row['version']}" if row["distribution"] else "in-process"
-        if row["status"] != "ok":
+        if row["status"] == "failed":
             print(f"{row['name']}  ({dist})  FAILED: {row.get('error')}")
             continue
-        print(f"{row['name']}  ({dist})")
+        status = f"  PARTIAL: {row.get('error')}" if row["status"] == "partial" else ""
+        print(f"{row['name']}  ({dist}){status}")
         for kind, names in sorted(row["registered"].items()):
             print(f"    {kind}: {', '.join(sorted(names))}")
+        for conflict in row.get("conflicts", []):
+            print(f"    conflict: {conflict}")
     return 0
 
 

@@ -92,12 +92,13 @@ class PluginError(RLMError):
 class UnknownPluginError(ConfigurationError, LookupError):
     """A backend, environment or other plugin name that nothing installed registers."""
 
-    def __init__(self, kind: str, name: str, available: list[str], hint: str | None = None):
+    def __init__(self, kind: str, name: str, available: list[str], hint: str | None = None,
+                 plural: str | None = None):
         self.kind = kind
         self.name = name
         self.available = available
         listing = ", ".join(sorted(available)) or "none"
-        msg = f"Unknown {kind} {name!r}. Installed {kind}s: {listing}."
+        msg = f"Unknown {kind} {name!r}. Installed {plural or kind + 's'}: {listing}."
         if hint:
             msg += " " + hint
         super().__init__(msg)

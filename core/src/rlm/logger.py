@@ -27,7 +27,8 @@ DEFAULT_MAX_CONTEXT_CHARS = 1_000_000
 class RLMLogger:
     def __init__(self, log_dir: str | os.PathLike[str] | None = None, file_name: str = "rlm", *,
                  max_context_chars: int = DEFAULT_MAX_CONTEXT_CHARS):
-        self.log_dir = os.fspath(log_dir) if log_dir is not None else None
+        # Absolute now: kernel code may later run on a REPL thread with its own working directory.
+        self.log_dir = os.path.abspath(os.fspath(log_dir)) if log_dir is not None else None
         self.file_name = file_name
         self.max_context_chars = max_context_chars
         self.log_file_path: str | None = None

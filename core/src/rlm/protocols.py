@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 class Backend(Protocol):
     """A model provider client. Built once per run by ``factory(**backend_kwargs)``.
 
-    Both call paths take the chat messages and the sampling arguments (``temperature``,
+    Optional: ``aclose()`` (a coroutine) closes async clients on the loop they were made on;
+    ``context_window(model=None) -> int | None`` and ``count_tokens(messages) -> int`` feed
+    compaction. Both call paths take the chat messages and the sampling arguments (``temperature``,
     ``max_tokens``, ...) that the user passed as ``sampling_args``; they return the reply text and
     the call's :class:`~rlm.types.Usage`. Errors are raised as :class:`rlm.BackendError` subclasses.
     """
