@@ -13,6 +13,6 @@ fi
 stamp=.venv/.rlm-installed
 # Reinstall when any pyproject.toml changed since the last install.
 if [ ! -f "$stamp" ] || [ -n "$(find . -name pyproject.toml -not -path './.venv/*' -newer "$stamp" -print -quit)" ]; then
-  .venv/bin/uv pip install --quiet -p .venv/bin/python -e ".[dev]"
+  .venv/bin/uv pip install --quiet -p .venv/bin/python -e ".[all,dev]"
   touch "$stamp"
 fi
