@@ -21,6 +21,15 @@ def peak_rss_mb() -> float:
 
 def main() -> None:
     scenario, base_url = sys.argv[1], sys.argv[2]
+    if scenario == "raw300":  # baseline: the same 300 sub-call requests from raw httpx, keep-alive
+        import httpx
+
+        body = {"model": "bench-model", "messages": [{"role": "user", "content": "ping"}]}
+        with httpx.Client(base_url=base_url, headers={"Authorization": "Bearer bench-key"}) as c:
+            for _ in range(300):
+                c.post("/chat/completions", json=body).raise_for_status()
+            print(json.dumps({"scenario": scenario}))
+        return
     size_mb = float(sys.argv[sys.argv.index("--size-mb") + 1]) if "--size-mb" in sys.argv else 0
     t_import = time.perf_counter()
     from rlm import RLM
