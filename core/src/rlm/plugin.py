@@ -11,6 +11,11 @@ See ``docs/plugins.md`` for every hook.
 
 from __future__ import annotations
 
+from ._backend_support import (ANTHROPIC_PRICES, DEFAULT_PRICES, OPENAI_PRICES, ClientPool,
+                               PriceTable, RetryPolicy, Secret, as_int, content_chars, error_for_status, error_message_of,
+                               estimate_token_count, estimated_usage, lookup_model,
+                               missing_key_error, parse_retry_after, redact, register_prices,
+                               reported_cost)
 from ._base import BaseBackend, estimate_tokens
 from ._hookspecs import ENTRY_POINT_GROUP, hookimpl, hookspec
 from ._registrar import PluginEntry, Registrar
@@ -28,4 +33,10 @@ __all__ = [
     "Host", "LoggerSink", "Message", "ModelResponse", "PluginEntry", "PluginError",
     "RLMEnvironmentError", "RateLimitError", "Registrar", "ServerError", "Tool", "ToolProvider",
     "Usage", "hookimpl", "hookspec",
+    # backend support (rlm._backend_support): retries, error mapping, prices, secrets, usage
+    "ANTHROPIC_PRICES", "ClientPool", "DEFAULT_PRICES", "OPENAI_PRICES", "PriceTable",
+    "RetryPolicy", "Secret", "as_int", "content_chars",
+    "error_for_status", "error_message_of", "estimate_token_count", "estimated_usage",
+    "lookup_model", "missing_key_error", "parse_retry_after", "redact", "register_prices",
+    "reported_cost",
 ]

@@ -368,6 +368,8 @@ class OpenAICompatibleServer:
     says so) and, without replies or a responder, answers with :func:`demo_responder`.
     """
 
+    handler_class: type[BaseHTTPRequestHandler] = _Handler  # servers of other wire formats subclass it
+
     def __init__(self, replies: Iterable[str | Reply] | None = None, responder: Responder | None = None,
                  latency: float = 0.0, model: str = "scripted-model", demo: bool = False,
                  host: str = "127.0.0.1", port: int = 0):
@@ -400,7 +402,7 @@ class OpenAICompatibleServer:
         if self._httpd is not None:
             return self
         self._stopping.clear()
-        httpd = _HTTPServer((self.host, self.port), _Handler)
+        httpd = _HTTPServer((self.host, self.port), self.handler_class)
         httpd.owner = self
         self._httpd = httpd
         self.port = httpd.server_address[1]

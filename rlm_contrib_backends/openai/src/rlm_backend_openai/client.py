@@ -9,20 +9,18 @@ tenths of a millisecond per call above raw ``httpx`` (``benchmarks/bench_openai_
 
 Retries are done here rather than in the SDK (whose client is built with ``max_retries=0``), so
 that the backoff, the ``Retry-After`` cap and the errors raised after the last attempt are ours and
-testable.
+testable. The retry policy, the HTTP-status-to-exception mapping, the price table, key masking and
+the usage fallback are the kernel's shared backend support (:mod:`rlm.plugin`), which the other
+backend distributions use too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
-import math
 import os
-import random
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,11 +28,13 @@ from urllib.parse import urlsplit
 import openai
 
 from rlm.exceptions import (AuthenticationError, BackendConnectionError, BackendError,
-                            BackendTimeoutError, BadResponseError, ConfigurationError,
-                            ContextWindowExceededError, RateLimitError, ServerError)
+                            BackendTimeoutError, BadResponseError, ConfigurationError)
+from rlm.plugin import (OPENAI_PRICES, PriceTable, RetryPolicy, Secret, as_int, content_chars,
+                        error_for_status, error_message_of, estimate_token_count, estimated_usage,
+                        lookup_model, missing_key_error, parse_retry_after, redact, reported_cost)
 from rlm.types import ModelResponse, Usage
 
-__all__ = ["AzureOpenAIBackend", "CONTEXT_WINDOWS", "OpenAIBackend", "PRICES"]
+__all__ = ["AzureOpenAIBackend", "CONTEXT_WINDOWS", "OpenAIBackend", "PRICES", "lookup_model"]
 
 log = logging.getLogger("rlm_backend_openai")
 
@@ -44,27 +44,10 @@ DEFAULT_MODEL = "gpt-4o"
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
 _PATH = "/chat/completions"
 
-# USD per 1M tokens (input, output), from OpenAI's public price list. Dated snapshots
-# ("gpt-4o-2024-08-06") use the entry of their family; extend or override with ``prices=``.
-PRICES: dict[str, tuple[float, float]] = {
-    "gpt-5": (1.25, 10.00),
-    "gpt-5-mini": (0.25, 2.00),
-    "gpt-5-nano": (0.05, 0.40),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4o-2024-05-13": (5.00, 15.00),
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4-turbo": (10.00, 30.00),
-    "gpt-4": (30.00, 60.00),
-    "gpt-3.5-turbo": (0.50, 1.50),
-    "o1": (15.00, 60.00),
-    "o1-mini": (1.10, 4.40),
-    "o3": (2.00, 8.00),
-    "o3-mini": (1.10, 4.40),
-    "o4-mini": (1.10, 4.40),
-}
+# USD per 1M tokens (input, output) of OpenAI models: the kernel's table (``rlm.plugin``). Dated
+# snapshots ("gpt-4o-2024-08-06") use the entry of their family; extend or override with
+# ``prices=`` or ``rlm.plugin.register_prices``.
+PRICES: dict[str, tuple[float, float]] = OPENAI_PRICES
 
 # Context windows in tokens (input plus output) of known OpenAI models.
 CONTEXT_WINDOWS: dict[str, int] = {
@@ -91,55 +74,10 @@ CONTEXT_WINDOWS: dict[str, int] = {
 _OPTION_KEYS = ("extra_headers", "extra_query", "extra_body", "timeout")
 
 
-def lookup_model(table: Mapping[str, Any], model: str | None) -> Any:
-    """``table[model]``, else the entry of the longest name that ``model`` extends with ``-...``
-    (``gpt-4o-2024-08-06`` -> ``gpt-4o``); a provider prefix (``openai/gpt-4o``) is ignored."""
-    if not model:
-        return None
-    name = model.rsplit("/", 1)[-1]
-    for candidate in (model, name):
-        if candidate in table:
-            return table[candidate]
-    best = None
-    for key in table:
-        if name.startswith(key + "-") and (best is None or len(key) > len(best)):
-            best = key
-    return table[best] if best is not None else None
-
-
-def _chars(content: Any) -> int:
-    if content is None:
-        return 0
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):
-        n = 0
-        for part in content:
-            if isinstance(part, str):
-                n += len(part)
-            elif isinstance(part, dict) and isinstance(part.get("text"), str):
-                n += len(part["text"])
-        return n
-    return len(str(content))
-
-
-def estimate_tokens(chars: int) -> int:
-    """The characters/4 estimate (rounded up, at least 1) used when no tokenizer is available."""
-    return max(1, math.ceil(chars / 4))
-
-
-class _Secret:
-    """Holds a credential; its repr never shows it."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: str):
-        self.value = value
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-    __str__ = __repr__
+_chars = content_chars
+estimate_tokens = estimate_token_count  # the characters/4 estimate, kept under its old name
+_retry_after = parse_retry_after
+_Secret = Secret
 
 
 class _Tokenizer:
@@ -182,6 +120,8 @@ class OpenAIBackend:
 
     backend_name = "openai"
     api_key_env = "OPENAI_API_KEY"
+    default_prices: Mapping[str, tuple[float, float]] = PRICES  # subclasses pick their table
+    default_context_windows: Mapping[str, int] | None = None  # None: the OpenAI windows
 
     def __init__(self, model_name: str | None = None, api_key: str | None = None,
                  base_url: str | None = None, timeout: float = 60.0, max_retries: int = 3,
@@ -195,24 +135,18 @@ class OpenAIBackend:
                 f"{self.backend_name}: model_name={model_name!r} and model={model!r} disagree; "
                 "pass one of them.")
         self.model_name: str = model_name or model or self._default_model()
-        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
-            raise ConfigurationError(f"{self.backend_name}: max_retries must be an integer >= 0, "
-                                     f"got {max_retries!r}")
-        if timeout is not None and timeout <= 0:
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or timeout <= 0):
             raise ConfigurationError(f"{self.backend_name}: timeout must be > 0 seconds, got {timeout!r}")
-        if retry_base_delay < 0 or retry_max_delay < 0:
-            raise ConfigurationError(f"{self.backend_name}: retry delays must be >= 0")
+        self.retry = RetryPolicy(max_retries, retry_base_delay, retry_max_delay, name=self.backend_name)
         self.timeout = timeout
-        self.max_retries = max_retries
-        self.retry_base_delay = float(retry_base_delay)
-        self.retry_max_delay = float(retry_max_delay)
         self.organization = organization
         self.default_headers = dict(default_headers or {})
-        self.prices: dict[str, tuple[float, float]] = {**PRICES, **{
-            k: (float(v[0]), float(v[1])) for k, v in (prices or {}).items()}}
-        self.context_windows: dict[str, int] = {**CONTEXT_WINDOWS, **dict(context_windows or {})}
+        self.price_table = PriceTable(self.default_prices, prices)
+        self.context_windows: dict[str, int] = {**(self.default_context_windows or CONTEXT_WINDOWS),
+                                                **dict(context_windows or {})}
         self.base_url = self._resolve_base_url(base_url)
-        self._api_key = _Secret(self._resolve_api_key(api_key))
+        self._api_key = Secret(self._resolve_api_key(api_key))
         self._http_client = client_kwargs.pop("http_client", None)
         self._async_http_client = client_kwargs.pop("async_http_client", None)
         self._client_kwargs = client_kwargs
@@ -223,6 +157,23 @@ class OpenAIBackend:
         self._warned_estimate = False
 
     # -- configuration --------------------------------------------------------------------
+    @property
+    def max_retries(self) -> int:
+        return self.retry.max_retries
+
+    @property
+    def retry_base_delay(self) -> float:
+        return self.retry.base_delay
+
+    @property
+    def retry_max_delay(self) -> float:
+        return self.retry.max_delay
+
+    @property
+    def prices(self) -> dict[str, tuple[float, float]]:
+        """The effective price table: ``prices=`` over ``register_prices`` over the built-ins."""
+        return self.price_table.as_dict()
+
     def _default_model(self) -> str:
         return DEFAULT_MODEL
 
@@ -236,14 +187,17 @@ class OpenAIBackend:
         return (urlsplit(self.base_url).hostname or "").lower() == OFFICIAL_HOST
 
     def _resolve_api_key(self, api_key: str | None) -> str:
-        key = api_key if api_key else os.environ.get(self.api_key_env)
+        from rlm.keys import resolve_api_key
+
+        # api_key, then `rlm keys set openai` (sent only to the provider's own endpoint, never to
+        # a custom base_url), then the environment variable.
+        key = resolve_api_key(api_key, env_var=self.api_key_env,
+                              key_name=self.backend_name if self.is_official_endpoint else None)
         if key:
             return key
         if self.is_official_endpoint:
-            raise AuthenticationError(
-                f"No API key for the {self.backend_name} backend: pass "
-                f"backend_kwargs={{\"api_key\": ...}} or set the {self.api_key_env} environment "
-                "variable.", backend=self.backend_name, model=self.model_name)
+            raise missing_key_error(self.backend_name, self.api_key_env, model=self.model_name,
+                                    also=f"or store one with: rlm keys set {self.backend_name}")
         return PLACEHOLDER_API_KEY
 
     @property
@@ -364,39 +318,27 @@ class OpenAIBackend:
     def completion(self, messages: Sequence[Mapping[str, Any]] | str, **sampling: Any) -> ModelResponse:
         body, model, options = self._build(messages, sampling)
         client = self._sync_client()
-        attempt = 0
-        while True:
-            try:
-                raw = client.post(_PATH, body=body, cast_to=bytes, options=self._attempt_options(options, attempt))
-                return self._parse(raw, body, model)
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a BackendError
-                err = self._to_backend_error(exc, model, attempt, options.get("timeout"))
-                if not self._should_retry(err, attempt):
-                    raise err from (None if isinstance(exc, BackendError) else exc)
-                delay = self._retry_delay(err, attempt)
-                log.info("%s: %s; retry %d of %d in %.2f s", self.backend_name, type(err).__name__,
-                         attempt + 1, self.max_retries, delay)
-                time.sleep(delay)
-                attempt += 1
+
+        def attempt(n: int) -> ModelResponse:
+            raw = client.post(_PATH, body=body, cast_to=bytes, options=self._attempt_options(options, n))
+            return self._parse(raw, body, model)
+
+        return self.retry.call(attempt, self._classifier(model, options))
 
     async def acompletion(self, messages: Sequence[Mapping[str, Any]] | str, **sampling: Any) -> ModelResponse:
         body, model, options = self._build(messages, sampling)
         client = self._async_client()
-        attempt = 0
-        while True:
-            try:
-                raw = await client.post(_PATH, body=body, cast_to=bytes,
-                                        options=self._attempt_options(options, attempt))
-                return self._parse(raw, body, model)
-            except Exception as exc:  # noqa: BLE001
-                err = self._to_backend_error(exc, model, attempt, options.get("timeout"))
-                if not self._should_retry(err, attempt):
-                    raise err from (None if isinstance(exc, BackendError) else exc)
-                delay = self._retry_delay(err, attempt)
-                log.info("%s: %s; retry %d of %d in %.2f s", self.backend_name, type(err).__name__,
-                         attempt + 1, self.max_retries, delay)
-                await asyncio.sleep(delay)
-                attempt += 1
+
+        async def attempt(n: int) -> ModelResponse:
+            raw = await client.post(_PATH, body=body, cast_to=bytes,
+                                    options=self._attempt_options(options, n))
+            return self._parse(raw, body, model)
+
+        return await self.retry.acall(attempt, self._classifier(model, options))
+
+    def _classifier(self, model: str, options: Mapping[str, Any]) -> Any:
+        timeout = options.get("timeout")
+        return lambda exc, n: self._to_backend_error(exc, model, n, timeout)
 
     # -- optional extras the kernel looks up ---------------------------------------------
     def context_window(self, model: str | None = None) -> int | None:
@@ -409,7 +351,7 @@ class OpenAIBackend:
             messages = [{"role": "user", "content": messages}]
         enc = _Tokenizer.get(model or self.model_name)
         if enc is None:
-            return estimate_tokens(sum(_chars(m.get("content")) for m in messages))
+            return estimate_tokens(sum(content_chars(m.get("content")) for m in messages))
         total = 3  # every reply is primed with <|start|>assistant<|message|>
         for m in messages:
             total += 3
@@ -417,15 +359,12 @@ class OpenAIBackend:
                 if isinstance(value, str):
                     total += len(enc.encode(value, disallowed_special=()))
                 elif key == "content" and value is not None:
-                    total += estimate_tokens(_chars(value))
+                    total += estimate_tokens(content_chars(value))
         return total
 
     def cost(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
         """USD for a call from the price table, None when the model has no price."""
-        price = lookup_model(self.prices, model)
-        if price is None:
-            return None
-        return (input_tokens * price[0] + output_tokens * price[1]) / 1_000_000
+        return self.price_table.cost(model, input_tokens, output_tokens)
 
     # -- request building ----------------------------------------------------------------
     def _build(self, messages: Sequence[Mapping[str, Any]] | str,
@@ -485,7 +424,7 @@ class OpenAIBackend:
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             error = data.get("error")
             if error is not None:  # some proxies answer 200 with an error object
-                message = self._redact(_error_message(error) or json.dumps(error)[:500])
+                message = self._redact(error_message_of(data)[0] or json.dumps(error)[:500])
                 raise BadResponseError(f"{self.backend_name} ({model}): the server returned an error "
                                        f"instead of a completion: {message}", backend=self.backend_name,
                                        model=model, status_code=200, provider_message=message)
@@ -517,15 +456,11 @@ class OpenAIBackend:
         cost = None
         if isinstance(raw, dict) and (raw.get("prompt_tokens") is not None
                                       or raw.get("completion_tokens") is not None):
-            usage = Usage(input_tokens=_as_int(raw.get("prompt_tokens")),
-                          output_tokens=_as_int(raw.get("completion_tokens")))
-            reported = raw.get("cost")
-            if isinstance(reported, (int, float)) and not isinstance(reported, bool):
-                cost = float(reported)
+            usage = Usage(input_tokens=as_int(raw.get("prompt_tokens")),
+                          output_tokens=as_int(raw.get("completion_tokens")))
+            cost = reported_cost(raw.get("cost"))  # OpenRouter and some proxies report it
         else:
-            usage = Usage(input_tokens=estimate_tokens(sum(_chars(m.get("content")) for m in body["messages"]
-                                                           if isinstance(m, Mapping))),
-                          output_tokens=estimate_tokens(len(text)), estimated=True)
+            usage = estimated_usage(body["messages"], text)
             if not self._warned_estimate:
                 self._warned_estimate = True
                 log.warning("%s: the server at %s sent no usage for model %s; token counts are "
@@ -540,11 +475,13 @@ class OpenAIBackend:
         return usage
 
     # -- errors and retries --------------------------------------------------------------
-    def _redact(self, text: str) -> str:
+    def _secrets(self) -> tuple[Any, ...]:
+        """Credentials to mask in every message this backend produces."""
         key = self._api_key.value
-        if key and key != PLACEHOLDER_API_KEY and len(key) >= 4 and key in text:
-            text = text.replace(key, "***")
-        return text
+        return (key,) if key != PLACEHOLDER_API_KEY else ()
+
+    def _redact(self, text: str) -> str:
+        return redact(text, *self._secrets())
 
     def _to_backend_error(self, exc: BaseException, model: str, attempt: int,
                           timeout: Any = None) -> BackendError:
@@ -563,58 +500,29 @@ class OpenAIBackend:
             return BackendConnectionError(self._redact(
                 f"{name} ({model}): could not reach {where} or the connection was reset{tries}{detail}"), **kw)
         if isinstance(exc, openai.APIStatusError):
-            return self._status_error(exc, model, tries)
+            return self._status_error(exc, model, attempt)
         if isinstance(exc, openai.APIResponseValidationError):
             return BadResponseError(f"{name} ({model}): invalid response: {self._redact(str(exc))}",
                                     **kw)
         return BackendError(f"{name} ({model}): {type(exc).__name__}: {self._redact(str(exc))}", **kw)
 
-    def _status_error(self, exc: Any, model: str, tries: str) -> BackendError:
-        name = self.backend_name
+    def _status_error(self, exc: Any, model: str, attempt: int) -> BackendError:
         status = int(getattr(exc, "status_code", 0) or 0)
         body = getattr(exc, "body", None)
-        error = body.get("error", body) if isinstance(body, dict) else body
-        code = error.get("code") if isinstance(error, dict) else None
-        etype = error.get("type") if isinstance(error, dict) else None
-        provider = _error_message(error)
+        provider, code, etype = error_message_of(body)
         if provider is None:
-            provider = body if isinstance(body, str) and body else getattr(exc, "message", None) or str(exc)
-        provider = self._redact(str(provider))
-        kw = {"backend": name, "model": model, "status_code": status, "provider_message": provider}
-        lowered = provider.lower()
-        if status in (401, 403):
-            hint = (f" Check the key (backend_kwargs={{\"api_key\": ...}} or {self.api_key_env})."
-                    if status == 401 else "")
-            return AuthenticationError(f"{name} ({model}): HTTP {status} authentication failed: "
-                                       f"{provider}.{hint}", **kw)
-        if status == 429:
-            response = getattr(exc, "response", None)
-            retry_after = _retry_after(getattr(response, "headers", None))
-            err = RateLimitError(f"{name} ({model}): HTTP 429 rate limited{tries}: {provider}",
-                                 retry_after=retry_after, **kw)
-            if code == "insufficient_quota" or etype == "insufficient_quota":
-                err.retryable = False  # out of credit: waiting will not help
-            return err
-        if code == "context_length_exceeded" or (
-                status in (400, 413) and ("context length" in lowered or "context window" in lowered
-                                          or "maximum context" in lowered)):
-            return ContextWindowExceededError(
-                f"{name} ({model}): the prompt does not fit the context window: {provider}", **kw)
-        if status == 408:
-            return BackendTimeoutError(f"{name} ({model}): HTTP 408 request timeout{tries}: {provider}", **kw)
-        if status >= 500:
-            return ServerError(f"{name} ({model}): HTTP {status} server error{tries}: {provider}", **kw)
-        return BackendError(f"{name} ({model}): HTTP {status}: {provider}", **kw)
+            provider = getattr(exc, "message", None) or str(exc)
+        response = getattr(exc, "response", None)
+        retry_after = parse_retry_after(getattr(response, "headers", None)) if status == 429 else None
+        return error_for_status(status, self._redact(str(provider)), backend=self.backend_name,
+                                model=model, code=code, error_type=etype, retry_after=retry_after,
+                                attempts=attempt + 1, key_env=self.api_key_env)
 
     def _should_retry(self, err: BackendError, attempt: int) -> bool:
-        return bool(getattr(err, "retryable", False)) and attempt < self.max_retries
+        return self.retry.should_retry(err, attempt)
 
     def _retry_delay(self, err: BackendError, attempt: int) -> float:
-        retry_after = getattr(err, "retry_after", None)
-        if retry_after is not None and retry_after >= 0:
-            return min(float(retry_after), self.retry_max_delay)
-        backoff = min(self.retry_base_delay * (2 ** attempt), self.retry_max_delay)
-        return backoff * (0.5 + random.random() / 2)  # jitter: 50-100 % of the backoff
+        return self.retry.delay(err, attempt)
 
 
 class AzureOpenAIBackend(OpenAIBackend):
@@ -637,7 +545,7 @@ class AzureOpenAIBackend(OpenAIBackend):
         self.azure_endpoint = azure_endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")
         self.api_version = api_version or os.environ.get("OPENAI_API_VERSION") or DEFAULT_AZURE_API_VERSION
         self.azure_deployment = azure_deployment
-        self._azure_ad_token = _Secret(azure_ad_token) if azure_ad_token else None
+        self._azure_ad_token = Secret(azure_ad_token) if azure_ad_token else None
         self._azure_ad_token_provider = azure_ad_token_provider
         if not self.azure_endpoint and not base_url:
             raise ConfigurationError(
@@ -713,49 +621,3 @@ class AzureOpenAIBackend(OpenAIBackend):
                 f"api_version={self.api_version!r}, api_key={key})")
 
     __str__ = __repr__
-
-
-def _as_int(value: Any) -> int:
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _error_message(error: Any) -> str | None:
-    if isinstance(error, dict):
-        message = error.get("message")
-        if isinstance(message, str) and message:
-            return message
-        return None
-    if isinstance(error, str) and error:
-        return error
-    return None
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), else None."""
-    if headers is None:
-        return None
-    try:
-        ms = headers.get("retry-after-ms")
-        if ms is not None:
-            value = float(ms) / 1000
-            return value if math.isfinite(value) and value >= 0 else None
-    except (TypeError, ValueError):
-        pass
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-        return value if math.isfinite(value) and value >= 0 else None
-    except (TypeError, ValueError):
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())

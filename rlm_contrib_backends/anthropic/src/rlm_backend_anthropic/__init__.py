@@ -1,0 +1,3 @@
+"""rlm-backend-anthropic."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""rlm-backend-openrouter."""
+
+__version__ = "0.1.0"
