@@ -1,0 +1,1 @@
+"""The ``sandbox`` environment: the REPL worker under bubblewrap. See ``env.SandboxREPL``."""

@@ -1,0 +1,173 @@
+"""cgroup caps and the seccomp filter of the sandbox."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+# Syscalls model code has no business making; they answer EPERM.
+DENIED_SYSCALLS = (
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
+    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "move_mount", "open_tree",
+    "fsopen", "fsmount", "fsconfig", "fspick", "mount_setattr",
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot",
+    "bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key",
+    "swapon", "swapoff", "acct", "quotactl", "open_by_handle_at", "name_to_handle_at",
+    "iopl", "ioperm", "syslog", "mknod", "mknodat", "lookup_dcookie", "fanotify_init",
+    "io_uring_setup", "io_uring_enter", "io_uring_register", "clock_settime", "settimeofday",
+    "adjtimex", "clock_adjtime", "personality",
+)
+_CLONE_THREAD = 0x00010000
+_AF_UNIX = 1
+
+
+def seccomp_program(*, allow_subprocess: bool) -> int:
+    """A file descriptor holding the compiled BPF program for ``bwrap --seccomp FD``.
+
+    Default allow, then: :data:`DENIED_SYSCALLS` fail with EPERM; ``clone3`` fails with ENOSYS
+    (glibc then falls back to ``clone``, whose flags a filter can see: threads keep working);
+    sockets other than AF_UNIX fail with EAFNOSUPPORT; unless ``allow_subprocess``, ``fork``,
+    ``vfork`` and ``clone`` without ``CLONE_THREAD`` fail with EPERM, so model code cannot start
+    processes (bubblewrap installs the filter just before it starts the worker).
+    """
+    import pyseccomp as sc
+
+    flt = sc.SyscallFilter(sc.ALLOW)
+    for name in DENIED_SYSCALLS:
+        try:
+            flt.add_rule(sc.ERRNO(errno.EPERM), name)
+        except (ValueError, RuntimeError, OSError):  # unknown on this architecture
+            continue
+    flt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+    flt.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.NE, _AF_UNIX))
+    if not allow_subprocess:
+        flt.add_rule(sc.ERRNO(errno.EPERM), "fork")
+        flt.add_rule(sc.ERRNO(errno.EPERM), "vfork")
+        flt.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))
+    f = tempfile.TemporaryFile()
+    flt.export_bpf(f)
+    f.flush()
+    fd = os.dup(f.fileno())
+    f.close()
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+@dataclass
+class CgroupCap:
+    """A cgroup (v1 or v2) made for one worker, below the host process's own cgroup.
+
+    Nested below our own cgroup, so whatever limits already apply to the host still apply.
+    ``paths`` are the ``cgroup.procs`` files to write the worker's pid into.
+    """
+
+    dirs: list[str] = field(default_factory=list)
+    procs: list[str] = field(default_factory=list)
+    applied: dict[str, int] = field(default_factory=dict)
+
+    def members(self) -> set[int]:
+        pids: set[int] = set()
+        for path in self.procs:
+            try:
+                with open(path) as f:
+                    pids.update(int(line) for line in f if line.strip())
+            except (OSError, ValueError):
+                pass
+        return pids
+
+    def remove(self, wait: float = 5.0) -> None:
+        """Kill whatever is still in the cgroup, wait for it to be empty, remove it."""
+        deadline = time.monotonic() + wait
+        while True:
+            members = self.members()
+            for pid in members:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            if not members or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        left = []
+        for d in reversed(self.dirs):
+            for _ in range(100):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # EBUSY while the last member is being reaped
+                    time.sleep(0.02)
+            else:
+                left.append(d)
+        self.dirs = left
+
+
+def _own_cgroups() -> dict[str, str]:
+    out: dict[str, str] = {}
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                for c in controllers.split(",") if controllers else [""]:
+                    out[c] = path
+    except OSError:
+        pass
+    return out
+
+
+def make_cgroup(name: str, memory: int | None, pids: int | None) -> tuple[CgroupCap, str | None]:
+    """Create the cgroup(s). Returns the cap and, when something could not be applied, why."""
+    cap = CgroupCap()
+    own = _own_cgroups()
+    problems: list[str] = []
+    root = "/sys/fs/cgroup"
+    v1 = os.path.isdir(os.path.join(root, "memory")) or os.path.isdir(os.path.join(root, "pids"))
+    wanted = [("memory", memory), ("pids", pids)]
+    if v1:
+        for controller, value in wanted:
+            if value is None:
+                continue
+            base = os.path.join(root, controller) + own.get(controller, "/")
+            d = os.path.join(base, name)
+            try:
+                os.mkdir(d)
+                cap.dirs.append(d)
+                if controller == "memory":
+                    _write(d, "memory.limit_in_bytes", value)
+                    if os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes")):
+                        _write(d, "memory.memsw.limit_in_bytes", value)
+                else:
+                    _write(d, "pids.max", value)
+                cap.procs.append(os.path.join(d, "cgroup.procs"))
+                cap.applied[controller] = value
+            except OSError as exc:
+                problems.append(f"cgroup v1 {controller}: {exc.strerror or exc}")
+    elif os.path.exists(os.path.join(root, "cgroup.controllers")):
+        d = os.path.join(root + own.get("", "/"), name)
+        try:
+            os.mkdir(d)
+            cap.dirs.append(d)
+            if memory is not None:
+                _write(d, "memory.max", memory)
+                if os.path.exists(os.path.join(d, "memory.swap.max")):
+                    _write(d, "memory.swap.max", 0)
+                cap.applied["memory"] = memory
+            if pids is not None:
+                _write(d, "pids.max", pids)
+                cap.applied["pids"] = pids
+            cap.procs.append(os.path.join(d, "cgroup.procs"))
+        except OSError as exc:
+            problems.append(f"cgroup v2: {exc.strerror or exc}")
+    else:
+        problems.append("no cgroup filesystem at /sys/fs/cgroup")
+    return cap, "; ".join(problems) or None
+
+
+def _write(d: str, name: str, value: int) -> None:
+    with open(os.path.join(d, name), "w") as f:
+        f.write(str(value))

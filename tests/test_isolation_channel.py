@@ -1,0 +1,129 @@
+"""The worker channel (rlm.isolation): framing, authentication, untrusted frames."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rlm.isolation import worker as W
+from rlm.isolation.channel import Channel, new_secret
+from rlm.isolation.repl import _defines, context_chunks, tool_specs
+from rlm.exceptions import ConfigurationError
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20)
+
+
+def reader_of(data: bytes) -> W.FrameReader:
+    view = memoryview(data)
+    pos = [0]
+
+    def read(n: int) -> bytes:
+        chunk = bytes(view[pos[0]:pos[0] + min(n, 7)])  # short reads on purpose
+        pos[0] += len(chunk)
+        return chunk
+
+    return W.FrameReader(read)
+
+
+@settings(max_examples=60, deadline=None)
+@given(messages=st.lists(st.dictionaries(st.text(), json_values, max_size=3), max_size=5),
+       blob=st.binary(max_size=300))
+def test_frames_round_trip(messages, blob):
+    data = b"".join(W.encode_json({"t": "m", **m}) for m in messages) + W.encode_blob(7, blob)
+    reader = reader_of(data)
+    for m in messages:
+        assert reader.read() == (W.KIND_JSON, {"t": "m", **m})
+    assert reader.read() == (W.KIND_BLOB, (7, blob))
+    with pytest.raises(EOFError):
+        reader.read()
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"\xff\xff\xff\xff\x00", "over the"),
+    (b"\x00\x00\x00\x03\x00{x", "not UTF-8 JSON"),
+    (b"\x00\x00\x00\x03\x00[]", "'t' field"),
+    (b"\x00\x00\x00\x02\x09x", "unknown frame kind"),
+    (b"\x00\x00\x00\x09\x00{", "in the middle"),
+])
+def test_bad_frames_are_protocol_errors(data, message):
+    with pytest.raises(W.ProtocolError, match=message):
+        reader_of(data).read()
+
+
+def _pair(worker_secret: bytes, host_secret: bytes):
+    a, b = socket.socketpair()
+    result: dict = {}
+
+    def run_worker():
+        worker = W.Worker(lambda n: b.recv(n), b.sendall, worker_secret)
+        try:
+            result["config"] = worker.handshake()
+        except (W.ProtocolError, EOFError) as exc:
+            result["error"] = exc
+        b.close()
+
+    t = threading.Thread(target=run_worker, daemon=True)
+    t.start()
+    channel = Channel(lambda n: a.recv(n), a.sendall, None, host_secret)
+    return channel, t, result, a
+
+
+def test_wrong_secret_is_refused_both_ways():
+    channel, t, result, a = _pair(b"worker-secret", new_secret())
+    with pytest.raises((W.ProtocolError, EOFError)):  # the worker hangs up on a wrong proof
+        channel.handshake({"x": 1})
+    a.close()
+    t.join(5)
+    assert "config" not in result  # the worker never got its configuration
+
+
+def test_right_secret_authenticates_and_calls_are_validated():
+    secret = new_secret()
+    channel, t, result, a = _pair(secret, secret)
+    # The worker expects config then stops (our fake worker sends no 'ready'): read only auth.
+    hello = channel._read_json("hello")
+    channel.send({"t": "auth", "mac": W.mac(secret, "host", hello["nonce"]), "nonce": "n1"})
+    reply = channel._read_json("auth")
+    assert reply["mac"] == W.mac(secret, "worker", "n1")
+    channel.send({"t": "config", "k": 1})
+    t.join(5)
+    assert result["config"]["k"] == 1
+    assert channel._dispatch({"m": "os.system", "a": ["x", None]}).startswith("Error: unknown")
+    assert channel._dispatch({"m": "llm_query", "a": "x"}).startswith("Error:")
+    assert channel._dispatch({"m": "llm_query", "a": ["x", 3]}).startswith("Error: model")
+    a.close()
+
+
+def test_tools_cross_as_code_or_json_and_callables_are_refused():
+    specs = tool_specs({"f": "def f(x):\n    return x", "K": "just a string", "N": [1, {"a": 2}]},
+                       "sandbox")
+    assert specs == {"f": {"code": "def f(x):\n    return x"}, "K": {"value": "just a string"},
+                     "N": {"value": [1, {"a": 2}]}}
+    with pytest.raises(ConfigurationError, match="source code as a string"):
+        tool_specs({"g": len}, "sandbox")
+    with pytest.raises(ConfigurationError, match="JSON values"):
+        tool_specs({"s": {1, 2}}, "sandbox")
+    with pytest.raises(ConfigurationError, match="reserved"):
+        tool_specs({"context_3": 1}, "sandbox")
+    assert _defines("import json as helper", "helper")
+    assert not _defines("helper", "helper")
+
+
+@settings(max_examples=40, deadline=None)
+@given(value=json_values)
+def test_context_chunks_are_json(value):
+    import json
+
+    fmt, chunks = context_chunks(value)
+    data = b"".join(chunks)
+    if isinstance(value, str):
+        assert fmt == "text" and data.decode("utf-8", "surrogatepass") == value
+    else:
+        assert fmt == "json" and json.loads(data) == value
