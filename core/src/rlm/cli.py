@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
@@ -56,11 +55,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         root_prompt = args.prompt
     else:
         context, root_prompt = args.prompt, None
+    if args.env_file:
+        from .keys import load_dotenv
+
+        try:
+            load_dotenv(args.env_file)
+        except RLMError as exc:
+            print(f"rlm: {exc}", file=sys.stderr)
+            return 2
+    sinks = _run_sinks(args)
     try:
         rlm = RLM(backend=args.backend, backend_kwargs=backend_kwargs, environment=args.env,
                   environment_kwargs=env_kwargs, max_iterations=args.max_iterations,
                   max_depth=args.max_depth, max_timeout=args.timeout, max_budget=args.max_budget,
-                  verbose=args.verbose, cell_timeout=args.cell_timeout)
+                  verbose=args.verbose, cell_timeout=args.cell_timeout, sinks=sinks)
         with rlm:
             result = rlm.completion(context, root_prompt=root_prompt)
     except KeyboardInterrupt:
@@ -72,16 +80,42 @@ def cmd_run(args: argparse.Namespace) -> int:
         if partial:
             print(f"rlm: partial answer: {partial}", file=sys.stderr)
         return 1
+    run_id = next((rid for s in sinks for rid in getattr(s, "run_ids", [])[-1:]), None)
     if args.json:
         print(json.dumps({"response": result.response, "root_model": result.root_model,
                           "execution_time": result.execution_time,
-                          "usage_summary": result.usage_summary.to_dict()}, indent=2))
+                          "usage_summary": result.usage_summary.to_dict(), "run_id": run_id},
+                         indent=2))
     else:
         print(result.response)
         u = result.usage_summary
         print(f"rlm: {result.root_model}: {u.total_calls} model calls, {u.total_input_tokens} in / "
               f"{u.total_output_tokens} out tokens, {result.execution_time:.2f}s", file=sys.stderr)
+        if run_id:
+            print(f"rlm: logged as run {run_id} (rlm logs show {run_id}; rlm view {run_id})",
+                  file=sys.stderr)
     return 0
+
+
+def _run_sinks(args: argparse.Namespace) -> list[Any]:
+    """The sinks `rlm run` adds: the trajectory store (unless --no-log) and the progress line
+    (drawn only when stderr is a terminal; not with -v, which prints every turn instead).
+    Both come from plugins: when they are not installed the run simply goes without them."""
+    from ._manager import get_plugin_manager
+    from .exceptions import UnknownPluginError
+
+    pm = get_plugin_manager()
+    out: list[Any] = []
+    wanted = ([] if args.no_log else ["store"]) + ([] if args.verbose else ["progress"])
+    for name in wanted:
+        try:
+            out.append(pm.create("sink", name))
+        except UnknownPluginError:
+            continue
+        except Exception as exc:  # noqa: BLE001 - a log that cannot be written never stops a run
+            print(f"rlm: not logging this run ({exc}); pass --no-log to silence this.",
+                  file=sys.stderr)
+    return out
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -100,6 +134,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             continue
         status = f"  PARTIAL: {row.get('error')}" if row["status"] == "partial" else ""
         print(f"{row['name']}  ({dist}){status}")
+        if row.get("hooks"):
+            print(f"    hooks: {', '.join(row['hooks'])}")
         for kind, names in sorted(row["registered"].items()):
             print(f"    {kind}: {', '.join(sorted(names))}")
         for conflict in row.get("conflicts", []):
@@ -140,7 +176,9 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run an RLM completion; the answer goes to stdout")
     run.add_argument("prompt", help="the prompt (with --context: the question about the context)")
     run.add_argument("--context", metavar="FILE", help="read the context from FILE ('-' for stdin)")
-    run.add_argument("--backend", default=os.environ.get("RLM_BACKEND", "openai"))
+    run.add_argument("--backend", default=None,
+                     help="backend name (default: $RLM_BACKEND, else the user config file, else "
+                          "openai when OPENAI_API_KEY is set, else the embedded model llamacpp)")
     run.add_argument("--model", help="model name passed as backend_kwargs['model_name']")
     run.add_argument("--base-url", help="backend base URL (OpenAI-compatible servers)")
     run.add_argument("--backend-arg", action="append", metavar="KEY=VALUE",
@@ -155,6 +193,10 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     run.add_argument("--cell-timeout", type=float, default=None, help="seconds per REPL cell")
     run.add_argument("--json", action="store_true", help="print the result as JSON")
     run.add_argument("-v", "--verbose", action="store_true", help="show each turn on stderr")
+    run.add_argument("--no-log", action="store_true",
+                     help="do not record this run in the trajectory store (rlm logs / rlm view)")
+    run.add_argument("--env-file", metavar="FILE",
+                     help="load KEY=VALUE lines from a .env file first (needs python-dotenv)")
     run.set_defaults(func=cmd_run)
 
     plugins = sub.add_parser("plugins", help="list installed plugins and what they register")
