@@ -1,0 +1,23 @@
+"""The shared environment conformance class and the escape suite, run against docker."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import rlm_env_docker.plugin
+from rlm_env_docker.testing import ready
+from rlm_testkit.environments import EnvironmentTests
+
+IMAGE, REASON = ready()
+pytestmark = pytest.mark.skipif(REASON is not None and os.environ.get("CI") != "true",
+                                reason=REASON or "")
+
+
+class TestDockerConformance(EnvironmentTests):
+    plugin = rlm_env_docker.plugin
+    environment_name = "docker"
+    environment_kwargs = {"image": IMAGE or "rlm-python:3.11-local", "memory_limit": "512m",
+                          "pull": "never"}
+    capabilities = {"isolated": True, "callables_as_tools": False, "memory_limit": True}
