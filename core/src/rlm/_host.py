@@ -2,24 +2,41 @@
 
 An environment calls these methods (directly, in-process, or through its channel). Everything
 that matters for safety is decided here, on the host: the depth of a child, the remaining budget,
-the deadline. Nothing a cell does can change them.
+the deadline. The depth a child gets is computed from the run that owns this host, never from
+anything the cell passes or sets (environment variables, globals, rebound helpers).
+
+Every model call is made on the tree's event loop (:mod:`rlm._async`) and registered with the run,
+so cancelling the run (Ctrl+C, ``max_timeout``, an exhausted budget) cancels it in flight. A
+child RLM runs on a thread of its own and is registered with its parent run the same way; the
+thread that asked for it waits in short slices, so a cell stopped by its time limit lets go at
+once and its pending children are cancelled.
+
+Callbacks: ``on_subcall_start`` / ``on_subcall_complete`` fire for every recursive call
+(``rlm_query`` and each item of ``rlm_query_batched``, including the plain model call they become
+at ``max_depth``), with the depth of the child. Plain ``llm_query`` calls do not fire them; they
+are reported to logger sinks as ``SubcallStarted`` / ``SubcallCompleted`` events (``kind="llm"``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from ._async import WAIT_SLICE, wait
 from .events import SubcallCompleted, SubcallStarted
 from .exceptions import RLMError
 from .types import Message, ModelResponse, RLMChatCompletion, UsageSummary
 
 if TYPE_CHECKING:
     from ._rlm import _Run
+
+#: Extra seconds a sub-call waits past the run's deadline before giving up on its own: the run's
+#: deadline watchdog normally cancels it first, so that finished items of a batch are kept.
+_DEADLINE_GRACE = 1.0
 
 
 def _as_messages(prompt: str | Sequence[Message] | Any) -> list[Message]:
@@ -39,14 +56,71 @@ def _error_text(exc: BaseException) -> str:
     return f"Error: {type(exc).__name__}: {exc}"
 
 
+def _wait_limit(run: _Run) -> float | None:
+    left = run.remaining_time()
+    return None if left is None else left + _DEADLINE_GRACE
+
+
+class _LLMBatch:
+    """The tasks of one ``llm_query_batched`` call; ``cancel`` stops the ones not finished."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+        def do() -> None:
+            for task in self.tasks:
+                task.cancel()
+
+        try:
+            self.loop.call_soon_threadsafe(do)
+        except RuntimeError:  # the loop is closed: nothing runs any more
+            pass
+
+
+class _ChildBatch:
+    """The child runs of one ``rlm_query`` / ``rlm_query_batched`` call."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.runs: set[Any] = set()
+        self.cancelled = False
+
+    def add(self, run: Any) -> bool:
+        with self._lock:
+            if self.cancelled:
+                return False
+            self.runs.add(run)
+            return True
+
+    def discard(self, run: Any) -> None:
+        with self._lock:
+            self.runs.discard(run)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            runs = list(self.runs)
+        for run in runs:
+            run.cancel("cancelled")
+
+
 class RunHost:
-    """Implements :class:`rlm.protocols.Host` for one run."""
+    """Implements :class:`rlm.protocols.Host` for one run (re-pointed per run when persistent)."""
 
     def __init__(self, run: _Run):
         self._run = run
-        self.depth = run.depth
         self._calls: list[RLMChatCompletion] = []
         self._calls_lock = threading.Lock()
+
+    @property
+    def depth(self) -> int:
+        """The depth of the run this host serves (read-only: a cell cannot change it)."""
+        return self._run.depth
 
     # -- bookkeeping -------------------------------------------------------------------
     def drain_calls(self) -> list[RLMChatCompletion]:
@@ -63,51 +137,35 @@ class RunHost:
         reason = self._run.limit_reason()
         return f"Error: sub-call refused: {reason}" if reason else None
 
-    # -- plain model calls -------------------------------------------------------------
-    def _llm_call_sync(self, prompt: Any, model: str | None) -> str:
-        run = self._run
-        refusal = self._refusal()
-        if refusal:
-            return refusal
-        backend, label, overrides = run.rlm._route(model, run.depth + 1)
-        sampling = {**run.rlm.sub_sampling_args, **overrides}
-        model_name = overrides.get("model") or backend.model_name
-        run.emit(SubcallStarted(run_id=run.run_id, depth=run.depth, parent_run_id=run.parent_run_id,
-                                kind="llm", model=model_name, prompt_preview=_preview(prompt)))
-        t0 = time.perf_counter()
-        error: str | None = None
-        response: ModelResponse | None = None
+    def _cancelled_text(self) -> str:
+        reason = self._run.limit_reason() or "the call was cancelled"
+        return f"Error: sub-call cancelled: {reason}"
+
+    def _fire(self, name: str, *args: Any) -> None:
+        cb = getattr(self._run.rlm, name)
+        if cb is None:
+            return
         try:
-            response = backend.completion(_as_messages(prompt), **sampling)
-        except Exception as exc:  # noqa: BLE001 - the model code gets an error string
-            error = _error_text(exc)
-        return self._finish_llm(prompt, model_name, label, backend, response, error, t0)
+            cb(*args)
+        except Exception:  # noqa: BLE001 - a user's callback must not break the run
+            self._run.rlm._warn_once(f"callback {name} raised; it is ignored")
 
-    async def _llm_call_async(self, prompt: Any, model: str | None, sem: asyncio.Semaphore) -> str:
+    # -- plain model calls -------------------------------------------------------------
+    def _route(self, model: str | None) -> tuple[Any, str, dict[str, Any], str]:
         run = self._run
-        refusal = self._refusal()
-        if refusal:
-            return refusal
         backend, label, overrides = run.rlm._route(model, run.depth + 1)
         sampling = {**run.rlm.sub_sampling_args, **overrides}
-        model_name = overrides.get("model") or backend.model_name
-        async with sem:
-            run.emit(SubcallStarted(run_id=run.run_id, depth=run.depth,
-                                    parent_run_id=run.parent_run_id, kind="llm", model=model_name,
-                                    prompt_preview=_preview(prompt)))
-            t0 = time.perf_counter()
-            error: str | None = None
-            response: ModelResponse | None = None
-            try:
-                response = await backend.acompletion(_as_messages(prompt), **sampling)
-            except Exception as exc:  # noqa: BLE001
-                error = _error_text(exc)
-        return self._finish_llm(prompt, model_name, label, backend, response, error, t0)
+        return backend, label, sampling, overrides.get("model") or backend.model_name
 
-    def _finish_llm(self, prompt: Any, model_name: str, label: str, backend: Any,
-                    response: ModelResponse | None, error: str | None, t0: float) -> str:
+    def _started(self, kind: str, model_name: str, prompt: Any) -> None:
         run = self._run
-        dt = time.perf_counter() - t0
+        run.emit(SubcallStarted(run_id=run.run_id, depth=run.depth, parent_run_id=run.parent_run_id,
+                                kind=kind, model=model_name, prompt_preview=_preview(prompt)))
+
+    def _completed(self, prompt: Any, model_name: str, label: str, backend: Any,
+                   response: ModelResponse | None, error: str | None, dt: float) -> RLMChatCompletion:
+        """Record usage and emit the event of one finished plain call; returns its record."""
+        run = self._run
         summary = UsageSummary()
         if response is not None:
             run.record_usage(backend, label, response)
@@ -119,15 +177,122 @@ class RunHost:
             output_tokens=response.usage.output_tokens if response else 0,
             cost=response.usage.cost if response else None))
         text = response.text if response is not None else (error or "Error: no response")
-        self._record(RLMChatCompletion(
+        return RLMChatCompletion(
             root_model=model_name, prompt=prompt, response=text, usage_summary=summary,
             execution_time=dt, error=error, error_type="BackendError" if error else None,
-            depth=run.depth + 1, kind="llm"))
-        return text
+            depth=run.depth + 1, kind="llm")
+
+    def _llm_call(self, prompt: Any, model: str | None) -> str:
+        run = self._run
+        refusal = self._refusal()
+        if refusal:
+            return refusal
+        backend, label, sampling, model_name = self._route(model)
+        self._started("llm", model_name, prompt)
+        t0 = time.perf_counter()
+        response: ModelResponse | None = None
+        error: str | None = None
+        fut = run.submit(backend.acompletion(_as_messages(prompt), **sampling))
+        try:
+            response = wait(fut, _wait_limit(run))
+        except cf.CancelledError:
+            error = self._cancelled_text()
+        except TimeoutError as exc:
+            error = (_error_text(exc) if fut.done() and not fut.cancelled()
+                     else self._cancelled_text())
+        except Exception as exc:  # noqa: BLE001 - the model code gets an error string
+            error = _error_text(exc)
+        except BaseException:
+            # The cell was stopped while it waited (time limit, Ctrl+C): the call is cancelled
+            # (by ``wait``), and the sinks hear how it ended.
+            run.untrack(fut)
+            self._completed(prompt, model_name, label, backend, None,
+                            "Error: sub-call cancelled: the cell was stopped while it waited",
+                            time.perf_counter() - t0)
+            raise
+        run.untrack(fut)
+        call = self._completed(prompt, model_name, label, backend, response, error,
+                               time.perf_counter() - t0)
+        self._record(call)
+        return call.response
+
+    def _llm_batch(self, prompts: list[Any], model: str | None, *, recursive: bool) -> list[str]:
+        """Plain calls for ``prompts``, concurrently on the loop, in input order.
+
+        ``recursive`` marks the fallback of ``rlm_query_batched`` at ``max_depth``: its items fire
+        the subcall callbacks like any recursive call.
+        """
+        run = self._run
+        refusal = self._refusal()
+        if refusal:
+            return [refusal] * len(prompts)
+        backend, label, sampling, model_name = self._route(model)
+        loop = run.rlm._resources.loop.loop
+        batch = _LLMBatch(loop)
+        limit = run.rlm.max_concurrent_subcalls
+        child_depth = run.depth + 1
+        records: list[RLMChatCompletion | None] = [None] * len(prompts)
+
+        async def one(i: int, prompt: Any, sem: asyncio.Semaphore) -> str:
+            t0 = time.perf_counter()
+            response: ModelResponse | None = None
+            error: str | None = None
+            started = False
+            try:
+                async with sem:
+                    if batch.cancelled or run.limit_reason():
+                        return self._refusal() or self._cancelled_text()
+                    started = True
+                    if recursive:
+                        self._fire("on_subcall_start", child_depth, model_name, _preview(prompt))
+                    self._started("llm", model_name, prompt)
+                    t0 = time.perf_counter()
+                    response = await backend.acompletion(_as_messages(prompt), **sampling)
+            except asyncio.CancelledError:
+                error = self._cancelled_text()
+            except Exception as exc:  # noqa: BLE001 - fails this item only
+                error = _error_text(exc)
+            if not started:
+                return error or self._cancelled_text()
+            dt = time.perf_counter() - t0
+            call = self._completed(prompt, model_name, label, backend, response, error, dt)
+            records[i] = call
+            if recursive:
+                self._fire("on_subcall_complete", child_depth, model_name, dt, error)
+            return call.response
+
+        async def gather() -> list[Any]:
+            sem = asyncio.Semaphore(limit)
+            batch.tasks = [asyncio.ensure_future(one(i, p, sem)) for i, p in enumerate(prompts)]
+            if batch.cancelled:  # cancelled before the tasks existed
+                for task in batch.tasks:
+                    task.cancel()
+            return await asyncio.gather(*batch.tasks, return_exceptions=True)
+
+        run.track(batch)
+        fut = run.submit(gather())
+        try:
+            results = wait(fut, _wait_limit(run))
+        except (cf.CancelledError, TimeoutError):
+            text = self._cancelled_text()
+            results = [text] * len(prompts)
+        except Exception as exc:  # noqa: BLE001
+            results = [_error_text(exc)] * len(prompts)
+        except BaseException:
+            batch.cancel()
+            run.untrack(batch)
+            run.untrack(fut)
+            raise
+        run.untrack(batch)
+        run.untrack(fut)
+        for call in records:
+            if call is not None:
+                self._record(call)
+        return [r if isinstance(r, str) else _error_text(r) for r in results]
 
     def llm_query(self, prompt: str | list[Message], model: str | None = None) -> str:
         try:
-            return self._llm_call_sync(prompt, model)
+            return self._llm_call(prompt, model)
         except Exception as exc:  # noqa: BLE001 - never raise into model code
             return _error_text(exc)
 
@@ -137,61 +302,122 @@ class RunHost:
         prompts = list(prompts)
         if not prompts:
             return []
-        limit = self._run.rlm.max_concurrent_subcalls
-
-        async def gather() -> list[Any]:
-            sem = asyncio.Semaphore(limit)
-            return await asyncio.gather(*(self._llm_call_async(p, model, sem) for p in prompts),
-                                        return_exceptions=True)
-
         try:
-            results = self._run.rlm._resources.loop.run(gather(), timeout=self._run.remaining_time())
+            return self._llm_batch(prompts, model, recursive=False)
         except Exception as exc:  # noqa: BLE001
             return [_error_text(exc)] * len(prompts)
-        return [r if isinstance(r, str) else _error_text(r) for r in results]
 
     # -- recursive calls ---------------------------------------------------------------
     def rlm_query(self, prompt: Any, model: str | None = None) -> str:
         try:
-            return self._rlm_call(prompt, model)
+            if self._run.depth + 1 >= self._run.rlm.max_depth:
+                return self._llm_batch([prompt], model, recursive=True)[0]
+            return self._children([prompt], model)[0]
         except Exception as exc:  # noqa: BLE001
             return _error_text(exc)
 
-    def _rlm_call(self, prompt: Any, model: str | None) -> str:
+    def rlm_query_batched(self, prompts: Sequence[Any], model: str | None = None) -> list[str]:
+        if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+            return [f"Error: rlm_query_batched takes a list of prompts, got {type(prompts).__name__}"]
+        prompts = list(prompts)
+        if not prompts:
+            return []
+        try:
+            if self._run.depth + 1 >= self._run.rlm.max_depth:
+                # Past the recursion limit a recursive call is a plain model call.
+                return self._llm_batch(prompts, model, recursive=True)
+            return self._children(prompts, model)
+        except Exception as exc:  # noqa: BLE001
+            return [_error_text(exc)] * len(prompts)
+
+    def _children(self, prompts: list[Any], model: str | None) -> list[str]:
+        """One child RLM per prompt, at most ``max_concurrent_subcalls`` at a time, each on a
+        thread of its own; answers in input order."""
+        run = self._run
+        n = len(prompts)
+        texts: list[str | None] = [None] * n
+        records: list[RLMChatCompletion | None] = [None] * n
+        batch = _ChildBatch()
+        next_index = iter(range(n))
+        lock = threading.Lock()
+        workers = max(1, min(run.rlm.max_concurrent_subcalls, n))
+        remaining = [workers]
+        all_done = threading.Event()
+
+        def worker() -> None:
+            try:
+                while True:
+                    with lock:
+                        i = next(next_index, None)
+                    if i is None:
+                        return
+                    try:
+                        texts[i], records[i] = self._one_child(prompts[i], model, batch)
+                    except BaseException as exc:  # noqa: BLE001 - reported in the item's slot
+                        texts[i] = _error_text(exc)
+            finally:
+                with lock:
+                    remaining[0] -= 1
+                    if remaining[0] == 0:
+                        all_done.set()
+
+        run.track(batch)
+        for k in range(workers):
+            threading.Thread(target=worker, name=f"rlm-child-d{run.depth + 1}-{k}",
+                             daemon=True).start()
+        try:
+            # Short waits: a cell stopped while it waits here is interrupted at once.
+            while not all_done.wait(WAIT_SLICE):
+                pass
+        except BaseException:
+            # The cell was stopped while it waited: its children are cancelled.
+            batch.cancel()
+            run.untrack(batch)
+            raise
+        run.untrack(batch)
+        for rec in records:
+            if rec is not None:
+                self._record(rec)
+        return [t if t is not None else self._cancelled_text() for t in texts]
+
+    def _one_child(self, prompt: Any, model: str | None,
+                   batch: _ChildBatch) -> tuple[str, RLMChatCompletion | None]:
         run = self._run
         rlm = run.rlm
         child_depth = run.depth + 1
-        if child_depth >= rlm.max_depth:
-            # Past the recursion limit a recursive call is a plain model call.
-            self._fire("on_subcall_start", child_depth, model or rlm._route(model, child_depth)[0].model_name,
-                       _preview(prompt))
-            t0 = time.perf_counter()
-            text = self._llm_call_sync(prompt, model)
-            self._fire("on_subcall_complete", child_depth, model or "", time.perf_counter() - t0,
-                       text if text.startswith("Error:") else None)
-            return text
         refusal = self._refusal()
-        if refusal:
-            return refusal
+        if refusal or batch.cancelled:
+            return refusal or self._cancelled_text(), None
         child = rlm._spawn_child(run, model)
-        model_name = child.root_model_name
-        self._fire("on_subcall_start", child_depth, model_name, _preview(prompt))
-        run.emit(SubcallStarted(run_id=run.run_id, depth=run.depth, parent_run_id=run.parent_run_id,
-                                kind="rlm", model=model_name, prompt_preview=_preview(prompt)))
-        t0 = time.perf_counter()
-        error: str | None = None
         try:
-            result = child._completion_as_child(prompt, parent=run)
-        except RLMError as exc:
-            error = _error_text(exc)
-            partial = getattr(exc, "partial_answer", None)
-            result = RLMChatCompletion(root_model=model_name, prompt=prompt,
-                                       response=partial or error, usage_summary=UsageSummary(),
-                                       execution_time=time.perf_counter() - t0, error=error,
-                                       error_type=type(exc).__name__, depth=child_depth)
-            text = error if not partial else f"{error} (partial answer: {partial})"
-        else:
-            text = result.response
+            from ._rlm import _Run
+
+            child_run = _Run(child, prompt, None, parent=run)
+            if not batch.add(child_run):
+                child_run.cancel("cancelled")
+            model_name = child.root_model_name
+            self._fire("on_subcall_start", child_depth, model_name, _preview(prompt))
+            self._started("rlm", model_name, prompt)
+            t0 = time.perf_counter()
+            error: str | None = None
+            try:
+                result = child_run.execute()
+            except Exception as exc:  # noqa: BLE001 - RLMError (limits, config) or a plugin's bug
+                error = _error_text(exc)
+                partial = getattr(exc, "partial_answer", None)
+                result = RLMChatCompletion(
+                    root_model=model_name, prompt=prompt, response=partial or error,
+                    usage_summary=child_run.tracker.summary(),
+                    execution_time=time.perf_counter() - t0, error=error,
+                    error_type=type(exc).__name__, depth=child_depth,
+                    metadata=child_run.trajectory())
+                text = error if not partial else f"{error} (partial answer: {partial})"
+                if not isinstance(exc, RLMError):
+                    rlm._warn_once(f"a child RLM failed unexpectedly: {error}")
+            else:
+                text = result.response
+            finally:
+                batch.discard(child_run)
         finally:
             child.close()
         dt = time.perf_counter() - t0
@@ -201,26 +427,4 @@ class RunHost:
                                   input_tokens=result.usage_summary.total_input_tokens,
                                   output_tokens=result.usage_summary.total_output_tokens,
                                   cost=result.usage_summary.total_cost))
-        self._record(result)
-        return text
-
-    def rlm_query_batched(self, prompts: Sequence[Any], model: str | None = None) -> list[str]:
-        if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
-            return [f"Error: rlm_query_batched takes a list of prompts, got {type(prompts).__name__}"]
-        prompts = list(prompts)
-        if not prompts:
-            return []
-        if self._run.depth + 1 >= self._run.rlm.max_depth:
-            return self.llm_query_batched(prompts, model)
-        workers = max(1, min(self._run.rlm.max_concurrent_subcalls, len(prompts)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rlm-child") as pool:
-            return list(pool.map(lambda p: self.rlm_query(p, model), prompts))
-
-    def _fire(self, name: str, *args: Any) -> None:
-        cb = getattr(self._run.rlm, name)
-        if cb is None:
-            return
-        try:
-            cb(*args)
-        except Exception:  # noqa: BLE001 - a user's callback must not break the run
-            self._run.rlm._warn_once(f"callback {name} raised; it is ignored")
+        return text, result

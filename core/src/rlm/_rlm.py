@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 import uuid
@@ -11,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import prompts as P
-from ._async import LoopRunner
+from ._async import LoopRunner, wait
 from ._host import RunHost
 from ._manager import PluginManager, get_plugin_manager
 from ._tools import normalize_tools
@@ -19,8 +20,8 @@ from ._usage import UsageKey, UsageTracker
 from .events import (CellExecuted, Compacted, Event, IterationCompleted, IterationStarted,
                      LimitExceeded, RunFinished, RunStarted)
 from .exceptions import (BudgetExceededError, CancellationError, ConfigurationError,
-                         ErrorThresholdExceededError, RLMError, TimeoutExceededError,
-                         TokenLimitExceededError)
+                         ContextWindowExceededError, ErrorThresholdExceededError, RLMError,
+                         TimeoutExceededError, TokenLimitExceededError)
 from .logger import RLMLogger
 from .parsing import find_code_blocks, find_final_answer
 from .protocols import Backend, Environment
@@ -31,6 +32,14 @@ from .types import (CellResult, CodeBlock, Message, ModelResponse, ModelUsageSum
 _SENSITIVE = ("key", "token", "secret", "password", "authorization")
 
 Callback = Callable[..., None]
+
+#: The context window compaction assumes when the backend cannot tell.
+DEFAULT_CONTEXT_WINDOW = 128_000
+
+#: Seconds a cancelled run's cell may go on (its sub-calls already cancelled) before it is
+#: stopped: enough to finish and keep its partial answer, short enough for Ctrl+C.
+CANCEL_GRACE_ROOT = 1.0
+CANCEL_GRACE_CHILD = 0.5
 
 
 def _redact(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -90,11 +99,23 @@ class RLM:
     per REPL cell), ``tool_providers`` (names of tool-provider plugins to add), ``sinks`` (logger
     sink names or objects), ``compaction_strategy`` / ``compaction_kwargs``, ``tool_prompts`` /
     ``tool_code``, and ``plugin_manager`` (an isolated :class:`rlm.PluginManager`).
+
+    Without ``backend``, the backend is ``$RLM_BACKEND``, else the one named in the user's
+    ``config.toml``, else ``openai`` when an OpenAI key is set, else the embedded offline model
+    ``llamacpp`` (see :mod:`rlm._defaults`); ``verbose=True`` prints which and why.
+
+    ``completion()`` and ``await acompletion()`` run one RLM; ``cancel()`` (from another thread)
+    cancels the running ones; ``close()`` or ``with RLM(...) as rlm:`` releases the persistent
+    environment and the backends' clients. Callbacks fire at every depth of the tree:
+    ``on_iteration_start(depth, iteration)``, ``on_iteration_complete(depth, iteration,
+    duration)``, and for each recursive call (``rlm_query`` / ``rlm_query_batched``, not plain
+    ``llm_query``) ``on_subcall_start(depth, model, prompt_preview)`` and
+    ``on_subcall_complete(depth, model, duration, error)`` with the child's depth.
     """
 
     def __init__(
         self,
-        backend: str = "openai",
+        backend: str | None = None,
         backend_kwargs: dict[str, Any] | None = None,
         environment: str = "local",
         environment_kwargs: dict[str, Any] | None = None,
@@ -133,6 +154,12 @@ class RLM:
         plugin_manager: PluginManager | None = None,
         _resources: _Resources | None = None,
     ):
+        if backend is None:  # RLM_BACKEND, the user config file, openai with a key, else llamacpp
+            from ._defaults import announce, choose_backend
+
+            choice = choose_backend(_resources.pm if _resources is not None else plugin_manager)
+            announce(choice, verbose=verbose)
+            backend = choice.name
         _check_type("backend", backend, str)
         _check_type("environment", environment, str)
         for name, value in (("max_depth", max_depth), ("max_iterations", max_iterations)):
@@ -233,6 +260,9 @@ class RLM:
         self._history_count = 0
         self._warned: set[str] = set()
         self._closed = False
+        self._runs_lock = threading.Lock()
+        self._active_runs: set[_Run] = set()
+        self._serial = threading.Lock()
 
     # -- plumbing shared with children --------------------------------------------------
     def _build_sinks(self, sinks: list[Any] | None, verbose: bool) -> list[Any]:
@@ -338,16 +368,73 @@ class RLM:
         """Run the RLM on ``prompt`` (it becomes the REPL variable ``context``).
 
         Returns an :class:`RLMChatCompletion` in every case: at ``depth >= max_depth`` the RLM is a
-        plain model call. Raises the limit exceptions (with ``partial_answer``) when a limit hits.
+        plain model call. Raises the limit exceptions (with ``partial_answer``) when a limit hits;
+        Ctrl+C cancels in-flight sub-calls and children and raises :class:`CancellationError`.
         """
-        if self._closed:
-            raise RLMError("this RLM was closed; create a new one (or use persistent=True without close()).")
-        return _Run(self, prompt, root_prompt, parent=None).execute()
+        return self._start_run(prompt, root_prompt).execute()
 
     async def acompletion(self, prompt: str | dict[str, Any] | list[Any],
                           root_prompt: str | None = None) -> RLMChatCompletion:
-        """``completion`` for async code: runs the loop in a worker thread, same semantics."""
-        return await asyncio.to_thread(self.completion, prompt, root_prompt)
+        """``completion`` for async code, with the same semantics and exceptions.
+
+        The loop runs on a thread of its own (cells are synchronous code), so the event loop that
+        awaits stays free. Cancelling the awaiting task (``asyncio.wait_for``, ``TaskGroup``,
+        Ctrl+C under ``asyncio.run``) cancels the run: its in-flight sub-calls and children are
+        stopped, then ``asyncio.CancelledError`` propagates as asyncio requires.
+        """
+        run = self._start_run(prompt, root_prompt)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[RLMChatCompletion] = loop.create_future()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result)
+
+        def target() -> None:
+            try:
+                result = run.execute()
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+                _call_soon(loop, settle, None, exc)
+            else:
+                _call_soon(loop, settle, result, None)
+
+        threading.Thread(target=target, name="rlm-acompletion", daemon=True).start()
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            run.cancel("cancelled")
+            try:  # let the run unwind (children cancelled, logs complete), briefly
+                await asyncio.wait_for(asyncio.shield(done), timeout=5.0)
+            except BaseException:  # noqa: BLE001 - the CancellationError we caused, or a timeout
+                pass
+            raise
+
+    def cancel(self) -> None:
+        """Cancel every ``completion()`` of this RLM now running (from any thread).
+
+        In-flight sub-calls and children are cancelled at once; each cancelled ``completion``
+        raises :class:`CancellationError` with its partial answer.
+        """
+        with self._runs_lock:
+            runs = list(self._active_runs)
+        for run in runs:
+            run.cancel("cancelled")
+
+    def _start_run(self, prompt: Any, root_prompt: str | None) -> _Run:
+        if self._closed:
+            raise RLMError("this RLM was closed; create a new one (or use persistent=True without close()).")
+        run = _Run(self, prompt, root_prompt, parent=None)
+        with self._runs_lock:
+            self._active_runs.add(run)
+        return run
+
+    def _run_done(self, run: _Run) -> None:
+        with self._runs_lock:
+            self._active_runs.discard(run)
 
     def _completion_as_child(self, prompt: Any, parent: _Run) -> RLMChatCompletion:
         return _Run(self, prompt, None, parent=parent).execute()
@@ -436,7 +523,12 @@ class RLM:
 
 
 class _Run:
-    """One ``completion()``: the loop, its limits and its events."""
+    """One ``completion()``: the loop, its limits, its cancellation and its events.
+
+    Every model call and child run of the run is registered here while it is in flight, so
+    :meth:`cancel` (Ctrl+C, the deadline watchdog, an exhausted budget, ``RLM.cancel()``) stops
+    all of them, children's children included.
+    """
 
     def __init__(self, rlm: RLM, prompt: Any, root_prompt: str | None, parent: _Run | None):
         self.rlm = rlm
@@ -453,6 +545,130 @@ class _Run:
         self.best_partial: str | None = None
         self.last_response: str | None = None
         self.cancelled = threading.Event()
+        self.cancel_reason: str | None = None
+        self._cancel_source: _Run = self
+        self.env: Environment | None = None
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._inflight: set[Any] = set()  # objects with cancel(): futures, batches
+        self._children: set[_Run] = set()
+        self._stop_watchdog: Callable[[], None] | None = None
+        self._done = threading.Event()
+        if parent is not None:
+            parent._adopt(self)
+
+    # -- the run tree and cancellation -------------------------------------------------
+    def _adopt(self, child: _Run) -> None:
+        with self._lock:
+            self._children.add(child)
+            reason, source = self.cancel_reason, self._cancel_source
+        if reason is not None:
+            child.cancel("cancelled" if reason == "finished" else reason, source=source)
+
+    def _disown(self, child: _Run) -> None:
+        with self._lock:
+            self._children.discard(child)
+            self._idle.notify_all()
+
+    def track(self, item: Any) -> None:
+        """Register an in-flight call (anything with ``cancel()``); cancelled at once if the
+        run is already cancelled or finished."""
+        with self._lock:
+            reason = self.cancel_reason
+            if reason is None:
+                self._inflight.add(item)
+        if reason is not None:
+            item.cancel()
+
+    def untrack(self, item: Any) -> None:
+        with self._lock:
+            self._inflight.discard(item)
+            self._idle.notify_all()
+
+    def submit(self, coro: Any) -> concurrent.futures.Future[Any]:
+        """Schedule a model call on the tree's loop, registered with this run."""
+        fut = self.rlm._resources.loop.submit(coro)
+        self.track(fut)
+        return fut
+
+    def cancel(self, reason: str = "cancelled", *, source: _Run | None = None) -> None:
+        """Cancel the run: in-flight calls and children now, the loop at its next check.
+
+        ``reason`` is ``"cancelled"`` (Ctrl+C, ``RLM.cancel()``, a cancelled ``acompletion``),
+        ``"timeout"``, ``"budget"``, ``"tokens"`` or ``"finished"`` (the run returned; calls that
+        outlive it, from threads a cell left behind, are stopped).
+        """
+        with self._lock:
+            first = self.cancel_reason is None
+            if first:
+                self.cancel_reason = reason
+                self._cancel_source = source or self
+            items, children = list(self._inflight), list(self._children)
+        if reason != "finished":
+            self.cancelled.set()
+        for item in items:
+            try:
+                item.cancel()
+            except Exception:  # noqa: BLE001
+                pass
+        for child in children:
+            child.cancel("cancelled" if reason == "finished" else reason,
+                         source=source or self)
+        if first and reason == "cancelled":
+            self._stop_env()
+
+    def cancel_pending(self) -> None:
+        """Cancel what is in flight (a stopped cell's calls and children), not the run."""
+        with self._lock:
+            items, children = list(self._inflight), list(self._children)
+        for item in items:
+            try:
+                item.cancel()
+            except Exception:  # noqa: BLE001
+                pass
+        for child in children:
+            child.cancel("cancelled")
+
+    def _stop_env(self) -> None:
+        """Stop the cell still running in this run's (throw-away) environment.
+
+        With its sub-calls cancelled a cell usually ends by itself at once, keeping what it
+        wrote into ``answer`` (the partial answer). One that is still running after a short
+        grace is interrupted (``env.interrupt()`` when the environment has it) or the
+        environment is shut down. Off the caller's thread: stopping may take a while.
+        """
+        env = self.env
+        if env is None:
+            return
+        grace = CANCEL_GRACE_CHILD if self.parent is not None else CANCEL_GRACE_ROOT
+
+        def stop() -> None:
+            if self._done.wait(grace):
+                return
+            try:
+                interrupt = getattr(env, "interrupt", None)
+                if callable(interrupt):
+                    interrupt()
+                elif not self.rlm.persistent:  # a persistent REPL is kept, state and all
+                    env.shutdown()
+            except Exception:  # noqa: BLE001
+                pass
+
+        threading.Thread(target=stop, name="rlm-cancel-env", daemon=True).start()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no call and no child of this run is in flight (at most ``timeout`` s)."""
+        end = time.monotonic() + timeout
+        with self._lock:
+            while self._inflight or self._children:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.05))
+        return True
+
+    def _on_deadline(self) -> None:  # runs on the loop thread: must not block
+        self.cancel("timeout")
 
     # -- limits ------------------------------------------------------------------------
     def remaining_time(self) -> float | None:
@@ -466,33 +682,74 @@ class _Run:
         t = self.rlm.max_tokens
         return None if t is None else max(1, t - self.tracker.total_tokens)
 
-    def limit_reason(self) -> str | None:
-        if self.cancelled.is_set():
-            return "the run was cancelled"
+    def _own_limit(self) -> str | None:
+        rlm = self.rlm
         if self.deadline is not None and time.perf_counter() >= self.deadline:
-            return f"max_timeout of {self.rlm.max_timeout}s reached"
-        if self.rlm.max_budget is not None and self.tracker.cost > self.rlm.max_budget:
-            return f"max_budget of ${self.rlm.max_budget} spent"
-        if self.rlm.max_tokens is not None and self.tracker.total_tokens > self.rlm.max_tokens:
-            return f"max_tokens of {self.rlm.max_tokens} used"
+            return "timeout"
+        if rlm.max_budget is not None and self.tracker.cost > rlm.max_budget:
+            return "budget"
+        if rlm.max_tokens is not None and self.tracker.total_tokens > rlm.max_tokens:
+            return "tokens"
         return None
+
+    def limit_state(self) -> tuple[_Run, str] | None:
+        """The first limit hit by this run or an ancestor (whose limits cover this run too)."""
+        run: _Run | None = self
+        while run is not None:
+            if run.cancel_reason is not None:
+                return run._cancel_source, run.cancel_reason
+            kind = run._own_limit()
+            if kind is not None:
+                return run, kind
+            run = run.parent
+        return None
+
+    def limit_reason(self) -> str | None:
+        state = self.limit_state()
+        if state is None:
+            return None
+        run, kind = state
+        where = "" if run is self else f" (by the run at depth {run.depth})"
+        return {
+            "cancelled": "the run was cancelled",
+            "finished": "the run has already finished",
+            "timeout": f"max_timeout of {run.rlm.max_timeout}s reached",
+            "budget": f"max_budget of ${run.rlm.max_budget} spent",
+            "tokens": f"max_tokens of {run.rlm.max_tokens} used",
+        }[kind] + where
 
     def partial(self) -> str | None:
         return self.best_partial if self.best_partial else self.last_response
 
+    def _limit_error(self, run: _Run, kind: str) -> RLMError:
+        partial = self.partial()
+        if kind == "timeout":
+            return TimeoutExceededError(time.perf_counter() - self.t0,
+                                        self.rlm.max_timeout or run.rlm.max_timeout or 0.0, partial)
+        if kind == "budget":
+            return BudgetExceededError(run.tracker.cost, run.rlm.max_budget or 0.0, partial)
+        if kind == "tokens":
+            return TokenLimitExceededError(run.tracker.total_tokens, run.rlm.max_tokens or 0,
+                                           partial)
+        return CancellationError(partial)
+
     def check_limits(self) -> None:
-        rlm = self.rlm
-        if self.deadline is not None and time.perf_counter() >= self.deadline:
-            raise TimeoutExceededError(time.perf_counter() - self.t0, rlm.max_timeout or 0.0,
-                                       self.partial())
-        if rlm.max_budget is not None and self.tracker.cost > rlm.max_budget:
-            raise BudgetExceededError(self.tracker.cost, rlm.max_budget, self.partial())
-        if rlm.max_tokens is not None and self.tracker.total_tokens > rlm.max_tokens:
-            raise TokenLimitExceededError(self.tracker.total_tokens, rlm.max_tokens, self.partial())
+        state = self.limit_state()
+        if state is not None and state[1] != "finished":
+            raise self._limit_error(*state)
 
     def record_usage(self, backend: Backend, label: str, response: ModelResponse) -> None:
         self.tracker.record(UsageKey(id(backend), label, response.model or backend.model_name),
                             response.usage)
+        # A run over its budget or tokens stops spending at once: its in-flight calls and
+        # children (and those of every descendant) are cancelled.
+        run: _Run | None = self
+        while run is not None:
+            if run.cancel_reason is None:
+                kind = run._own_limit()
+                if kind in ("budget", "tokens"):
+                    run.cancel(kind)
+            run = run.parent
 
     # -- events ------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -511,10 +768,32 @@ class _Run:
             except Exception:  # noqa: BLE001
                 self.rlm._warn_once(f"callback {name} raised; it is ignored")
 
-    def _call_model(self, backend: Backend, label: str, messages: list[Message]) -> ModelResponse:
-        response = backend.completion(messages, **self.rlm.sampling_args)
+    def _call_model(self, backend: Backend, label: str, messages: list[Message],
+                    sampling: Mapping[str, Any] | None = None) -> ModelResponse:
+        """One model call of this run's own (a turn, a summary), cancellable like a sub-call."""
+        self.check_limits()
+        args = self.rlm.sampling_args if sampling is None else sampling
+        fut = self.submit(backend.acompletion(messages, **args))
+        try:
+            left = self.remaining_time()
+            response = wait(fut, None if left is None else left + 1.0)
+        except concurrent.futures.CancelledError:
+            self.check_limits()
+            raise CancellationError(self.partial()) from None
+        except TimeoutError:
+            if fut.done() and not fut.cancelled():
+                raise  # the backend's own timeout error
+            self.check_limits()
+            raise TimeoutExceededError(time.perf_counter() - self.t0, self.rlm.max_timeout or 0.0,
+                                       self.partial()) from None
+        finally:
+            self.untrack(fut)
         self.record_usage(backend, label, response)
         return response
+
+    def trajectory(self) -> dict[str, Any] | None:
+        logger = self.rlm.logger
+        return logger.get_trajectory() if isinstance(logger, RLMLogger) else None
 
     def _result(self, response: str, backend: Backend) -> RLMChatCompletion:
         dt = time.perf_counter() - self.t0
@@ -522,13 +801,34 @@ class _Run:
         self.emit(RunFinished(run_id=self.run_id, depth=self.depth, parent_run_id=self.parent_run_id,
                               response=response, execution_time=dt, usage_summary=summary.to_dict(),
                               status="ok"))
-        metadata = self.rlm.logger.get_trajectory() if isinstance(self.rlm.logger, RLMLogger) else None
         return RLMChatCompletion(root_model=self.rlm.sampling_args.get("model") or backend.model_name,
                                  prompt=self.prompt, response=response, usage_summary=summary,
-                                 execution_time=dt, metadata=metadata, depth=self.depth)
+                                 execution_time=dt, metadata=self.trajectory(), depth=self.depth)
 
     # -- the loop --------------------------------------------------------------------
     def execute(self) -> RLMChatCompletion:
+        rlm = self.rlm
+        try:
+            if rlm.persistent and self.parent is None:
+                # One REPL, one conversation: completions of a persistent RLM run one at a time
+                # (concurrent acompletion() calls queue up in call order).
+                with rlm._serial:
+                    self.t0 = time.perf_counter()
+                    self.deadline = self.t0 + rlm.max_timeout if rlm.max_timeout else None
+                    return self._execute()
+            return self._execute()
+        finally:
+            if self._stop_watchdog is not None:
+                self._stop_watchdog()
+            # Nothing outlives the run: calls still in flight (threads a cell left behind) and
+            # children are cancelled, and later helper calls are refused.
+            self.cancel("finished")
+            self._done.set()
+            if self.parent is not None:
+                self.parent._disown(self)
+            rlm._run_done(self)
+
+    def _execute(self) -> RLMChatCompletion:
         rlm = self.rlm
         backend, label = getattr(rlm, "_routed_backend", None), None
         if backend is None:
@@ -548,22 +848,40 @@ class _Run:
                       "environment_kwargs": _redact(rlm.environment_kwargs),
                       "other_backends": rlm.other_backends, "persistent": rlm.persistent}))
         try:
+            if self.deadline is not None:
+                self._stop_watchdog = rlm._resources.loop.call_later(
+                    self.deadline - time.perf_counter(), self._on_deadline)
+            self.check_limits()
             if self.depth >= rlm.max_depth:
                 return self._plain_call(backend, label)
             return self._loop(backend, label)
         except KeyboardInterrupt:
-            self.cancelled.set()
+            self.cancel("cancelled")
+            self.wait_idle(2.0)
             exc: RLMError = CancellationError(self.partial())
             self._finish_error(exc, "cancelled")
             raise exc from None
         except (TimeoutExceededError, BudgetExceededError, TokenLimitExceededError,
-                ErrorThresholdExceededError) as limit:
-            self.emit(LimitExceeded(run_id=self.run_id, depth=self.depth,
-                                    parent_run_id=self.parent_run_id, error_type=type(limit).__name__,
-                                    message=str(limit), partial_answer=limit.partial_answer))
-            self._finish_error(limit, "limit")
+                ErrorThresholdExceededError, CancellationError) as limit:
+            self._unwind(limit)
+            status = "cancelled" if isinstance(limit, CancellationError) else "limit"
+            if status == "limit":
+                self.emit(LimitExceeded(run_id=self.run_id, depth=self.depth,
+                                        parent_run_id=self.parent_run_id,
+                                        error_type=type(limit).__name__, message=str(limit),
+                                        partial_answer=limit.partial_answer))
+            self._finish_error(limit, status)
             raise
         except Exception as other:
+            if self.cancel_reason not in (None, "finished"):
+                # The environment was stopped under a cancelled run: report the cancellation.
+                state = self.limit_state()
+                limit = self._limit_error(*state) if state else CancellationError(self.partial())
+                self._unwind(limit)
+                self._finish_error(limit, "cancelled" if isinstance(limit, CancellationError)
+                                   else "limit")
+                raise limit from other
+            self._unwind(other)
             if hasattr(other, "__dict__") and getattr(other, "partial_answer", None) is None:
                 try:
                     other.partial_answer = self.partial()  # type: ignore[attr-defined]
@@ -571,6 +889,22 @@ class _Run:
                     pass
             self._finish_error(other, "error")
             raise
+
+    def _unwind(self, exc: BaseException) -> None:
+        """On the way out with an error: cancel what is in flight and let it finish briefly, so
+        children's records and logs are complete when the exception reaches the caller."""
+        reason = "cancelled"
+        if isinstance(exc, TimeoutExceededError):
+            reason = "timeout"
+        elif isinstance(exc, BudgetExceededError):
+            reason = "budget"
+        elif isinstance(exc, TokenLimitExceededError):
+            reason = "tokens"
+        with self._lock:
+            busy = bool(self._inflight or self._children)
+        if busy:
+            self.cancel(reason)
+            self.wait_idle(2.0)
 
     def _finish_error(self, exc: BaseException, status: str) -> None:
         self.emit(RunFinished(run_id=self.run_id, depth=self.depth, parent_run_id=self.parent_run_id,
@@ -585,16 +919,30 @@ class _Run:
         self.last_response = response.text
         return self._result(response.text, backend)
 
+    def _execute_cell(self, env: Environment, host: RunHost, code: str) -> CellResult:
+        res = env.execute(code, timeout=self._cell_timeout())
+        res.rlm_calls = host.drain_calls()
+        if res.timed_out:
+            # The cell was stopped: the sub-calls and children it was waiting for go with it.
+            self.cancel_pending()
+        return res
+
     def _loop(self, backend: Backend, label: str) -> RLMChatCompletion:
         rlm = self.rlm
         env, host, tools, fresh = rlm._acquire_env(self)
+        self.env = env
         try:
             context_index = rlm._context_count if rlm.persistent else 0
             env.add_context(self.prompt, context_index)
             if rlm.persistent:
                 rlm._context_count += 1
+            # A backend's prompt profile (``backend.system_prompt``, e.g. a short few-shot prompt
+            # for a small local model) replaces the default prompt; custom_system_prompt wins.
+            profile = getattr(backend, "system_prompt", None)
             system = P.build_system_prompt(
-                custom_system_prompt=rlm.custom_system_prompt, tools=tools,
+                custom_system_prompt=(rlm.custom_system_prompt if rlm.custom_system_prompt is not None
+                                      else profile if isinstance(profile, str) else None),
+                tools=tools,
                 environment_instructions=env.usage_instructions(),
                 extra_sections=[*rlm.tool_prompts, getattr(backend, "system_prompt_addendum", "") or ""],
                 compaction=rlm.compaction)
@@ -620,8 +968,7 @@ class _Run:
                 final: str | None = None
                 note: str | None = None
                 for code in find_code_blocks(text):
-                    res = env.execute(code, timeout=self._cell_timeout())
-                    res.rlm_calls = host.drain_calls()
+                    res = self._execute_cell(env, host, code)
                     blocks.append((code, res))
                     self.emit(CellExecuted(run_id=self.run_id, depth=self.depth,
                                            parent_run_id=self.parent_run_id, iteration=it_no,
@@ -631,15 +978,14 @@ class _Run:
                     if res.final_answer is not None:
                         final = res.final_answer
                         break
-                    if res.timed_out and self.deadline is not None and time.perf_counter() >= self.deadline:
-                        break
+                    if self.limit_state() is not None:
+                        break  # out of time, budget or cancelled: later blocks do not run
                 if final is None:
                     fa = find_final_answer(text)
                     if fa is not None and fa.kind == "text":
                         final = fa.value
                     elif fa is not None:
-                        res = env.execute(f"FINAL_VAR({fa.value!r})", timeout=self._cell_timeout())
-                        res.rlm_calls = host.drain_calls()
+                        res = self._execute_cell(env, host, f"FINAL_VAR({fa.value!r})")
                         if res.final_answer is not None:
                             final = res.final_answer
                         else:
@@ -666,10 +1012,10 @@ class _Run:
                     last_error = errors[-1]
                 else:
                     consecutive_errors = 0
+                self.check_limits()
                 if rlm.max_errors is not None and consecutive_errors >= rlm.max_errors:
                     raise ErrorThresholdExceededError(consecutive_errors, rlm.max_errors,
                                                       last_error, self.partial())
-                self.check_limits()
                 new = [{"role": "assistant", "content": text}]
                 if blocks:
                     out = P.repl_output_message(blocks)
@@ -691,14 +1037,12 @@ class _Run:
             fa = find_final_answer(response.text)
             answer = fa.value if fa is not None and fa.kind == "text" else None
             if answer is None and fa is not None:
-                res = env.execute(f"FINAL_VAR({fa.value!r})", timeout=self._cell_timeout())
+                res = self._execute_cell(env, host, f"FINAL_VAR({fa.value!r})")
                 answer = res.final_answer
             answer = answer if answer is not None else (self.best_partial or response.text)
             if rlm.persistent:
                 self._save_history(env, full_history + [{"role": "assistant", "content": response.text}])
             return self._result(answer, backend)
-        except KeyboardInterrupt:
-            raise
         finally:
             if not rlm.persistent:
                 try:
@@ -715,34 +1059,98 @@ class _Run:
         env.add_history(messages, rlm._history_count)
         rlm._history_count += 1
 
+    # -- compaction ------------------------------------------------------------------
     def _maybe_compact(self, env: Environment, backend: Backend, label: str,
                        messages: list[Message], full_history: list[Message]) -> list[Message]:
         rlm = self.rlm
-        pm = rlm._resources.pm
         strategy = getattr(self, "_strategy", None)
         if strategy is None:
-            strategy = self._strategy = pm.create(
+            strategy = self._strategy = rlm._resources.pm.create(
                 "compaction", rlm.compaction_strategy,
                 **{"threshold_pct": rlm.compaction_threshold_pct, **rlm.compaction_kwargs})
-        counter = getattr(backend, "count_tokens", None)
-        from ._base import estimate_tokens
-
-        tokens = counter(messages) if callable(counter) else estimate_tokens(messages)
-        window_fn = getattr(backend, "context_window", None)
-        window = (window_fn() if callable(window_fn) else None) or 128_000
+        tokens = count_tokens(backend, messages)
+        window = context_window(backend, self.rlm.sampling_args.get("model"))
         if not strategy.should_compact(messages, tokens=tokens, context_window=window):
             return messages
 
         def summarize(msgs: Sequence[Message]) -> str:
-            response = self._call_model(backend, label, list(msgs))
-            return response.text
+            msgs = list(msgs)
+            need = count_tokens(backend, msgs)
+            if need > window:
+                # Known to overflow: fail fast, without paying for the call. The strategy
+                # degrades (a shorter request, or no summary).
+                raise ContextWindowExceededError(
+                    f"the summary request has about {need:,} tokens; the context window is "
+                    f"{window:,}", backend=label, model=backend.model_name)
+            return self._call_model(backend, label, msgs).text
 
-        env.add_history(list(full_history), 0)
-        compacted = strategy.compact(messages, summarize=summarize)
+        # The whole trajectory so far stays readable in the REPL, whatever the strategy keeps.
+        env.add_history(list(full_history), rlm._history_count if rlm.persistent else 0)
+        try:
+            compacted = list(strategy.compact(messages, summarize=summarize))
+        except RLMError:
+            self.check_limits()  # a limit hit during the summary call is the run's limit
+            compacted = _fallback_compaction(messages)
+            rlm._warn_once(f"compaction strategy {rlm.compaction_strategy!r} failed; the oldest "
+                           "turns were dropped instead")
+        except Exception as exc:  # noqa: BLE001 - a broken strategy must not end the run
+            compacted = _fallback_compaction(messages)
+            rlm._warn_once(f"compaction strategy {rlm.compaction_strategy!r} raised {exc!r}; the "
+                           "oldest turns were dropped instead")
+        self.check_limits()
+        if not compacted or compacted[0].get("role") != "system":
+            compacted = _fallback_compaction(messages)
         self.emit(Compacted(run_id=self.run_id, depth=self.depth, parent_run_id=self.parent_run_id,
                             messages_before=len(messages), messages_after=len(compacted),
-                            tokens_before=tokens))
+                            tokens_before=tokens, tokens_after=count_tokens(backend, compacted),
+                            strategy=rlm.compaction_strategy))
         return compacted
+
+
+def count_tokens(backend: Any, messages: Sequence[Message]) -> int:
+    """Tokens of ``messages`` by the backend's own counter (``count_tokens``, e.g. tiktoken for
+    OpenAI models), else about four characters per token."""
+    from ._base import estimate_tokens
+
+    counter = getattr(backend, "count_tokens", None)
+    if callable(counter):
+        try:
+            n = counter(list(messages))
+            if isinstance(n, int) and n >= 0:
+                return n
+        except Exception:  # noqa: BLE001 - a failing counter falls back to the estimate
+            pass
+    return estimate_tokens(list(messages))
+
+
+def context_window(backend: Any, model: str | None = None,
+                   default: int = DEFAULT_CONTEXT_WINDOW) -> int:
+    """The model's context window as the backend reports it, else ``default``."""
+    fn = getattr(backend, "context_window", None)
+    if callable(fn):
+        try:
+            value = fn(model) if model else fn()
+            if isinstance(value, int) and value > 0:
+                return value
+        except Exception:  # noqa: BLE001
+            pass
+    return default
+
+
+def _fallback_compaction(messages: list[Message]) -> list[Message]:
+    """What the kernel keeps when a strategy fails: the opening messages and the last turn."""
+    head = messages[:2]
+    tail = messages[-2:] if len(messages) > 4 else messages[2:]
+    note = {"role": "user", "content": "Earlier turns were dropped to fit the context window; the "
+                                       "full record is in the REPL variable `history`."}
+    return head + [note] + tail
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # the awaiting loop is closed: nobody is waiting any more
+        pass
 
 
 def _check_type(name: str, value: Any, typ: type) -> None:

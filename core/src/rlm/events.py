@@ -86,6 +86,8 @@ class Compacted(Event):
     messages_before: int
     messages_after: int
     tokens_before: int
+    tokens_after: int = 0
+    strategy: str = ""
 
 
 @dataclass(kw_only=True)
