@@ -33,7 +33,8 @@ def reader_of(data: bytes) -> W.FrameReader:
 
 
 @settings(max_examples=60, deadline=None)
-@given(messages=st.lists(st.dictionaries(st.text(), json_values, max_size=3), max_size=5),
+@given(messages=st.lists(st.dictionaries(st.text().filter(lambda k: k != "t"), json_values,
+                                         max_size=3), max_size=5),
        blob=st.binary(max_size=300))
 def test_frames_round_trip(messages, blob):
     data = b"".join(W.encode_json({"t": "m", **m}) for m in messages) + W.encode_blob(7, blob)

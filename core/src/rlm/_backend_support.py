@@ -41,6 +41,7 @@ from .exceptions import (AuthenticationError, BackendError, BackendTimeoutError,
 from .types import Usage
 
 __all__ = [
+    "check_sdk_kwargs",
     "ANTHROPIC_PRICES", "ClientPool", "DEFAULT_PRICES", "OPENAI_PRICES", "PriceTable", "RetryPolicy",
     "Secret", "as_int", "content_chars", "error_for_status", "error_message_of", "estimate_token_count",
     "estimated_usage", "lookup_model", "missing_key_error", "parse_retry_after", "redact",
@@ -82,6 +83,32 @@ class Secret:
 
     def __reduce__(self) -> Any:  # never pickle a credential into a trajectory or a sandbox
         raise TypeError("a Secret cannot be pickled")
+
+
+def check_sdk_kwargs(owner: str, sdk_class: Any, kwargs: Mapping[str, Any]) -> None:
+    """Refuse, at construction, extra keyword arguments that ``sdk_class`` would not accept.
+
+    Backends forward unknown ``backend_kwargs`` to their SDK client; without this check a typo
+    would only fail at the first model call, with the SDK's bare ``TypeError``. The ``TypeError``
+    raised here names the argument and what the SDK accepts (the kernel turns it into a
+    :class:`ConfigurationError` naming the plugin).
+    """
+    import inspect
+
+    try:
+        params = inspect.signature(sdk_class.__init__).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = {n for n, p in params.items() if n != "self" and p.kind in
+                (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise TypeError(
+            f"{owner}() got an unexpected keyword argument {unknown[0]!r} (passed on to "
+            f"{getattr(sdk_class, '__qualname__', sdk_class)}, which accepts: "
+            f"{', '.join(sorted(accepted))})")
 
 
 def redact(text: str, *secrets: Secret | str | None) -> str:

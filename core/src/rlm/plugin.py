@@ -12,7 +12,7 @@ See ``docs/plugins.md`` for every hook.
 from __future__ import annotations
 
 from ._backend_support import (ANTHROPIC_PRICES, DEFAULT_PRICES, OPENAI_PRICES, ClientPool,
-                               PriceTable, RetryPolicy, Secret, as_int, content_chars, error_for_status, error_message_of,
+                               PriceTable, RetryPolicy, Secret, as_int, check_sdk_kwargs, content_chars, error_for_status, error_message_of,
                                estimate_token_count, estimated_usage, lookup_model,
                                missing_key_error, parse_retry_after, redact, register_prices,
                                reported_cost)
@@ -27,7 +27,7 @@ from .protocols import Backend, CompactionStrategy, Environment, Host, LoggerSin
 from .types import (CellResult, EnvironmentCapabilities, Message, ModelResponse, Tool, Usage)
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "AuthenticationError", "Backend", "BaseBackend", "estimate_tokens", "BackendConnectionError",
+    "ENTRY_POINT_GROUP", "check_sdk_kwargs", "AuthenticationError", "Backend", "BaseBackend", "estimate_tokens", "BackendConnectionError",
     "BackendError", "BackendTimeoutError", "BadResponseError", "CellResult", "CompactionStrategy",
     "ConfigurationError", "ContextWindowExceededError", "Environment", "EnvironmentCapabilities",
     "Host", "LoggerSink", "Message", "ModelResponse", "PluginEntry", "PluginError",

@@ -16,8 +16,3 @@ class TestOpenAIBackend(OpenAICompatibleBackendTests):
     no_retry_kwargs = {"max_retries": 0}
     capabilities = {"cost": True}  # usage.cost from the server (OpenRouter style) is kept
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "OpenAIBackend forwards unknown keywords to the openai SDK constructor (**client_kwargs), "
-        "which rejects them only at the first call, with a bare TypeError"))
-    def test_rejects_unknown_arguments(self, backend_pm: Any, provider: Any) -> None:
-        super().test_rejects_unknown_arguments(backend_pm, provider)

@@ -27,6 +27,7 @@ import anthropic
 from rlm.exceptions import (BackendConnectionError, BackendError, BackendTimeoutError,
                             BadResponseError, ConfigurationError)
 from rlm.plugin import (ANTHROPIC_PRICES, ClientPool, PriceTable, RetryPolicy, Secret, as_int,
+                        check_sdk_kwargs,
                         content_chars, error_for_status, error_message_of, estimate_token_count,
                         estimated_usage, lookup_model, missing_key_error, parse_retry_after, redact)
 from rlm.types import ModelResponse, Usage
@@ -150,6 +151,7 @@ class AnthropicBackend:
         self._api_key = Secret(self._resolve_api_key(api_key))
         self._http_client = client_kwargs.pop("http_client", None)
         self._async_http_client = client_kwargs.pop("async_http_client", None)
+        check_sdk_kwargs(type(self).__name__, anthropic.Anthropic, client_kwargs)
         self._client_kwargs = client_kwargs
         self._pool = ClientPool(self._make_sync_client, self._make_async_client)
         self._warned_estimate = False

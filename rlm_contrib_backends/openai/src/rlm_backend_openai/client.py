@@ -29,7 +29,8 @@ import openai
 
 from rlm.exceptions import (AuthenticationError, BackendConnectionError, BackendError,
                             BackendTimeoutError, BadResponseError, ConfigurationError)
-from rlm.plugin import (OPENAI_PRICES, PriceTable, RetryPolicy, Secret, as_int, content_chars,
+from rlm.plugin import (OPENAI_PRICES, PriceTable, RetryPolicy, Secret, as_int, check_sdk_kwargs,
+                        content_chars,
                         error_for_status, error_message_of, estimate_token_count, estimated_usage,
                         lookup_model, missing_key_error, parse_retry_after, redact, reported_cost)
 from rlm.types import ModelResponse, Usage
@@ -119,6 +120,7 @@ class OpenAIBackend:
     """
 
     backend_name = "openai"
+    _sdk_class_name = "OpenAI"  # the SDK client class extra keyword arguments go to
     api_key_env = "OPENAI_API_KEY"
     default_prices: Mapping[str, tuple[float, float]] = PRICES  # subclasses pick their table
     default_context_windows: Mapping[str, int] | None = None  # None: the OpenAI windows
@@ -149,6 +151,7 @@ class OpenAIBackend:
         self._api_key = Secret(self._resolve_api_key(api_key))
         self._http_client = client_kwargs.pop("http_client", None)
         self._async_http_client = client_kwargs.pop("async_http_client", None)
+        check_sdk_kwargs(type(self).__name__, getattr(openai, self._sdk_class_name), client_kwargs)
         self._client_kwargs = client_kwargs
         self._lock = threading.Lock()
         self._sync: Any = None
@@ -535,6 +538,7 @@ class AzureOpenAIBackend(OpenAIBackend):
     """
 
     backend_name = "azure_openai"
+    _sdk_class_name = "AzureOpenAI"
     api_key_env = "AZURE_OPENAI_API_KEY"
 
     def __init__(self, model_name: str | None = None, api_key: str | None = None, *,
