@@ -48,7 +48,8 @@ def test_backends_and_envs():
     b = run("backends")
     assert "openai" in b.stdout and "scripted" in b.stdout
     e = json.loads(run("envs", "--json").stdout)
-    assert [x["name"] for x in e] == ["local"]
+    local = next(x for x in e if x["name"] == "local")
+    assert local["distribution"] == "rlm-plugins"
 
 
 def test_run_with_scripted_backend_answer_on_stdout(tmp_path: Path):
@@ -80,9 +81,12 @@ def test_run_verbose_progress_goes_to_stderr():
 
 
 def test_run_unknown_backend_is_actionable():
-    out = run("run", "q", "--backend", "anthropic")
+    # A name the project publishes but that this run does not load: the pip line is given.
+    out = run("run", "q", "--backend", "anthropic", env={"RLM_DISABLE_PLUGINS": "rlm-backend-anthropic"})
     assert out.returncode == 1
     assert "pip install rlm-backend-anthropic" in out.stderr
+    out = run("run", "q", "--backend", "no-such-backend")
+    assert out.returncode == 1 and "rlm plugins" in out.stderr
 
 
 def test_run_limit_error_prints_partial_answer():

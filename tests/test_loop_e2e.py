@@ -347,16 +347,20 @@ def test_concurrent_completions_never_swap_output(server):
         assert out.splitlines() == [f"MARK{k}"] * 200
 
 
-def test_unknown_backend_lists_installed_and_pip_line():
+def test_unknown_backend_lists_installed_and_pip_line(monkeypatch):
+    # A backend the project publishes, not installed here (disabled for this manager).
+    monkeypatch.setenv("RLM_DISABLE_PLUGINS", "rlm-backend-anthropic")
     with pytest.raises(rlm.UnknownPluginError) as info:
-        RLM(backend="anthropic")
+        RLM(backend="anthropic", plugin_manager=rlm.PluginManager())
     msg = str(info.value)
     assert "openai" in msg and "scripted" in msg and "pip install rlm-backend-anthropic" in msg
 
 
-def test_unknown_environment_names_the_fix():
+def test_unknown_environment_names_the_fix(monkeypatch):
+    monkeypatch.setenv("RLM_DISABLE_PLUGINS", "rlm-env-docker")
     with pytest.raises(rlm.UnknownPluginError, match="pip install rlm-env-docker"):
-        RLM(backend="scripted", backend_kwargs={"replies": []}, environment="docker")
+        RLM(backend="scripted", backend_kwargs={"replies": []}, environment="docker",
+            plugin_manager=rlm.PluginManager())
 
 
 def test_depth_two_spawns_a_child_with_its_own_repl(server):
