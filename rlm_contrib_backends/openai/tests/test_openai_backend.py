@@ -258,17 +258,17 @@ def test_concurrent_async_calls_are_all_correct(server, make_backend):
     results, client = asyncio.run(main())
     assert [r.text for r in results] == [f"echo: q{i}" for i in range(20)]
     assert sorted(r["seed"] for r in server.requests) == list(range(20))
-    assert len(backend._async) == 1 and next(iter(backend._async.values())) is client
+    assert len(backend._pool.async_clients) == 1 and next(iter(backend._pool.async_clients.values())) is client
 
 
 def test_sync_client_is_created_once_and_reused(server, make_backend):
     backend = make_backend()
-    assert backend._sync is None  # lazy
+    assert backend._pool.sync_client is None  # lazy
     backend.completion(MSGS)
-    first = backend._sync
+    first = backend._pool.sync_client
     for _ in range(3):
         backend.completion(MSGS)
-    assert backend._sync is first
+    assert backend._pool.sync_client is first
 
 
 def test_threads_share_the_sync_client(server, make_backend):
@@ -595,7 +595,7 @@ def test_count_tokens(make_backend):
 def test_close_is_idempotent_and_backend_reusable(server, make_backend):
     backend = make_backend()
     backend.completion(MSGS)
-    sync = backend._sync
+    sync = backend._pool.sync_client
     backend.close()
     assert sync.is_closed()
     backend.close()
@@ -607,7 +607,7 @@ def test_close_after_the_event_loop_is_gone(server, make_backend, recwarn):
     asyncio.run(backend.acompletion(MSGS))
     backend.completion(MSGS)
     backend.close()  # the async client's loop is closed: must not raise
-    assert backend._async == {} and backend._sync is None
+    assert backend._pool.async_clients == {} and backend._pool.sync_client is None
     assert asyncio.run(backend.acompletion(MSGS)).text == "echo: hello"  # works on a new loop
 
 
@@ -643,7 +643,7 @@ def test_two_loops_get_their_own_clients(server, make_backend):
     try:
         assert loop_a.run_until_complete(backend.acompletion(MSGS)).text == "echo: hello"
         assert loop_b.run_until_complete(backend.acompletion(MSGS)).text == "echo: hello"
-        assert len(backend._async) == 2
+        assert len(backend._pool.async_clients) == 2
         backend.close()  # loops are alive but not running: closed there
     finally:
         loop_a.close()

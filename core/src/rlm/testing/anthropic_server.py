@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from .openai_server import (DEFAULT_STALL_SECONDS, Fault, OpenAICompatibleServer, Reply,
+from .openai_server import (DEFAULT_STALL_SECONDS, OpenAICompatibleServer, Reply,
                             _default_error_message, _fmt_retry_after, _Handler, _Headers,
                             _ScriptExhausted, estimate_tokens)
 

@@ -16,7 +16,6 @@ backend distributions use too.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ import openai
 
 from rlm.exceptions import (AuthenticationError, BackendConnectionError, BackendError,
                             BackendTimeoutError, BadResponseError, ConfigurationError)
-from rlm.plugin import (OPENAI_PRICES, PriceTable, RetryPolicy, Secret, as_int, check_sdk_kwargs,
+from rlm.plugin import (OPENAI_PRICES, ClientPool, PriceTable, RetryPolicy, Secret, as_int, check_sdk_kwargs,
                         content_chars,
                         error_for_status, error_message_of, estimate_token_count, estimated_usage,
                         lookup_model, missing_key_error, parse_retry_after, redact, reported_cost)
@@ -153,10 +152,9 @@ class OpenAIBackend:
         self._async_http_client = client_kwargs.pop("async_http_client", None)
         check_sdk_kwargs(type(self).__name__, getattr(openai, self._sdk_class_name), client_kwargs)
         self._client_kwargs = client_kwargs
-        self._lock = threading.Lock()
-        self._sync: Any = None
-        self._async: dict[asyncio.AbstractEventLoop, Any] = {}  # one async client per event loop
-        self._closing: set[Any] = set()  # close() tasks scheduled on running loops
+        # One sync client and one async client per event loop, made on first use and reused.
+        self._pool = ClientPool(lambda: self._wrap_construct(self._make_sync_client),
+                                lambda: self._wrap_construct(self._make_async_client))
         self._warned_estimate = False
 
     # -- configuration --------------------------------------------------------------------
@@ -237,27 +235,10 @@ class OpenAIBackend:
         return openai.AsyncOpenAI(**kw)
 
     def _sync_client(self) -> Any:
-        client = self._sync
-        if client is None:
-            with self._lock:
-                client = self._sync
-                if client is None:
-                    client = self._sync = self._wrap_construct(self._make_sync_client)
-        return client
+        return self._pool.sync()
 
     def _async_client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        client = self._async.get(loop)
-        if client is None:
-            with self._lock:
-                client = self._async.get(loop)
-                if client is None:
-                    # forget clients of loops that are gone (their sockets died with the loop)
-                    for old in [lp for lp in self._async if lp.is_closed()]:
-                        del self._async[old]
-                    client = self._wrap_construct(self._make_async_client)
-                    self._async[loop] = client
-        return client
+        return self._pool.async_()
 
     def _wrap_construct(self, make: Any) -> Any:
         try:
@@ -267,49 +248,11 @@ class OpenAIBackend:
 
     def close(self) -> None:
         """Close the connection pools. Safe to call twice, from inside or outside an event loop."""
-        with self._lock:
-            sync, self._sync = self._sync, None
-            clients = list(self._async.items())
-            self._async = {}
-        if sync is not None:
-            try:
-                sync.close()
-            except Exception:  # noqa: BLE001 - closing must not raise
-                pass
-        for loop, client in clients:
-            self._close_async(loop, client)
-
-    def _close_async(self, loop: asyncio.AbstractEventLoop, client: Any) -> None:
-        try:
-            if loop.is_closed():
-                return  # its sockets died with the loop; nothing left to await
-            try:
-                current = asyncio.get_running_loop()
-            except RuntimeError:
-                current = None
-            if loop.is_running():
-                if current is loop:
-                    task = loop.create_task(client.close())
-                    self._closing.add(task)
-                    task.add_done_callback(self._closing.discard)
-                else:
-                    asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=5)
-            elif current is None:
-                loop.run_until_complete(client.close())
-        except Exception:  # noqa: BLE001 - closing must not raise
-            pass
+        self._pool.close()
 
     async def aclose(self) -> None:
         """Close the pools, awaiting the current loop's async client."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            mine = self._async.pop(loop, None)
-        if mine is not None:
-            try:
-                await mine.close()
-            except Exception:  # noqa: BLE001
-                pass
-        self.close()
+        await self._pool.aclose()
 
     def __enter__(self) -> OpenAIBackend:
         return self
