@@ -31,7 +31,6 @@ from __future__ import annotations
 import itertools
 import sys
 import json
-import math
 import socket
 import struct
 import threading
@@ -42,6 +41,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from .._backend_support import content_chars, estimate_token_count
 
 __all__ = ["Fault", "OpenAICompatibleServer", "Reply", "demo_responder", "estimate_tokens"]
 
@@ -71,26 +72,9 @@ _ERROR_KINDS = {
 }
 
 
-def estimate_tokens(chars: int) -> int:
-    """The server's deterministic token count for ``chars`` characters: ceil(chars / 4), min 1."""
-    return max(1, math.ceil(chars / 4))
-
-
-def _content_chars(content: Any) -> int:
-    """Characters of a message ``content``: a string, or a list of parts with ``text``."""
-    if content is None:
-        return 0
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):
-        total = 0
-        for part in content:
-            if isinstance(part, str):
-                total += len(part)
-            elif isinstance(part, dict) and isinstance(part.get("text"), str):
-                total += len(part["text"])
-        return total
-    return len(str(content))
+# One token estimate for the whole project: the server counts exactly what backends estimate.
+estimate_tokens = estimate_token_count
+_content_chars = content_chars
 
 
 def _prompt_chars(messages: Iterable[Any]) -> int:
