@@ -63,6 +63,7 @@ ALL_HOOKS = {
     "compaction": "rlm_register_compaction_strategies",
     "sink": "rlm_register_logger_sinks",
     "command": "rlm_register_commands",
+    "executor": "rlm_register_executors",
 }
 
 

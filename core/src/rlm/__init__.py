@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ._manager import PluginManager, get_plugin_manager
     from ._rlm import RLM
     from .logger import RLMLogger
+    from ._batch import BatchReport, batch
     from .types import RLMChatCompletion, UsageSummary
 
 _LAZY = {
@@ -32,6 +33,8 @@ _LAZY = {
     "ModelUsageSummary": (".types", "ModelUsageSummary"),
     "PluginManager": ("._manager", "PluginManager"),
     "get_plugin_manager": ("._manager", "get_plugin_manager"),
+    "batch": ("._batch", "batch"),
+    "BatchReport": ("._batch", "BatchReport"),
 }
 
 
@@ -51,7 +54,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "RLM", "BackendError", "BudgetExceededError", "CancellationError", "ConfigurationError",
+    "RLM", "BackendError", "BatchReport", "batch", "BudgetExceededError", "CancellationError", "ConfigurationError",
     "ErrorThresholdExceededError", "ModelUsageSummary", "PluginError", "PluginManager",
     "RLMChatCompletion", "RLMError", "RLMLogger", "TimeoutExceededError",
     "TokenLimitExceededError", "UnknownPluginError", "UsageSummary", "get_plugin_manager",

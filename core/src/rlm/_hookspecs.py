@@ -75,6 +75,14 @@ class RLMHookSpecs:
         """
 
     @hookspec
+    def rlm_register_executors(self, registrar: Registrar) -> None:
+        """Register executors: engines that run many independent jobs (batch lines, remote child
+        RLMs) with bounded concurrency.
+
+        ``factory(**executor_kwargs)`` returns an :class:`rlm.protocols.Executor`.
+        """
+
+    @hookspec
     def rlm_register_commands(self, registrar: Registrar) -> None:
         """Register CLI subcommands.
 
@@ -90,5 +98,6 @@ HOOK_KINDS: dict[str, str] = {
     "compaction": "rlm_register_compaction_strategies",
     "sink": "rlm_register_logger_sinks",
     "command": "rlm_register_commands",
+    "executor": "rlm_register_executors",
 }
 """Extension kind -> the hook that registers it."""

@@ -332,7 +332,12 @@ class RunHost:
 
     def _children(self, prompts: list[Any], model: str | None) -> list[str]:
         """One child RLM per prompt, at most ``max_concurrent_subcalls`` at a time, each on a
-        thread of its own; answers in input order."""
+        thread of its own (or, with ``RLM(subcall_executor=...)``, on that executor: see
+        :mod:`rlm._remote`); answers in input order."""
+        if self._run.rlm.subcall_executor is not None:
+            from ._remote import remote_children
+
+            return remote_children(self, prompts, model)
         run = self._run
         n = len(prompts)
         texts: list[str | None] = [None] * n

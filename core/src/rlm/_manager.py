@@ -31,15 +31,17 @@ from .exceptions import ConfigurationError, PluginError, UnknownPluginError
 KIND_LABELS = {
     "backend": "backend", "environment": "environment", "tool_provider": "tool provider",
     "compaction": "compaction strategy", "sink": "logger sink", "command": "command",
+    "executor": "executor",
 }
 KIND_PLURALS = {
     "backend": "backends", "environment": "environments", "tool_provider": "tool providers",
     "compaction": "compaction strategies", "sink": "logger sinks", "command": "commands",
+    "executor": "executors",
 }
 # What the user calls the keyword arguments that reach ``factory(**kwargs)``.
 KIND_ARGUMENTS = {
     "backend": "backend_kwargs", "environment": "environment_kwargs",
-    "compaction": "compaction_kwargs",
+    "compaction": "compaction_kwargs", "executor": "executor_kwargs",
 }
 
 # Names the project publishes (or plans) as their own distributions: an unknown name that is
@@ -60,6 +62,7 @@ KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {
     ("environment", "daytona"): "rlm-env-daytona",
     ("environment", "e2b"): "rlm-env-e2b",
     ("environment", "ipython"): "rlm-env-ipython",
+    ("executor", "ray"): "rlm-executor-ray",
 }
 
 
@@ -67,7 +70,8 @@ def _install_hint(kind: str, name: str) -> str:
     dist = KNOWN_DISTRIBUTIONS.get((kind, name))
     if dist:
         return f"Install it with: pip install {dist}"
-    prefix = {"backend": "rlm-backend-", "environment": "rlm-env-"}.get(kind)
+    prefix = {"backend": "rlm-backend-", "environment": "rlm-env-",
+              "executor": "rlm-executor-"}.get(kind)
     if prefix:
         return (f"If a plugin provides it, install it (for example: pip install {prefix}{name}); "
                 "`rlm plugins` lists what is installed and anything that failed to load.")

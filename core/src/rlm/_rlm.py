@@ -56,6 +56,7 @@ class _Resources:
         self.pm = pm
         self.loop = LoopRunner()
         self._backends: dict[tuple[str, int], tuple[Backend, str]] = {}
+        self._executors: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.closed = False
 
@@ -70,11 +71,26 @@ class _Resources:
                 hit = self._backends[key] = (instance, label)
             return hit
 
+    def executor(self, name: str, kwargs: Mapping[str, Any]) -> Any:
+        """The executor that runs remote children, built once per tree and closed with it."""
+        with self._lock:
+            engine = self._executors.get(name)
+            if engine is None:
+                engine = self._executors[name] = self.pm.create("executor", name, **dict(kwargs))
+            return engine
+
     def close(self) -> None:
         with self._lock:
             backends = list(self._backends.values())
             self._backends.clear()
             self.closed = True
+            executors = list(self._executors.values())
+            self._executors.clear()
+        for engine in executors:
+            try:
+                engine.close()
+            except Exception:  # noqa: BLE001
+                pass
         for b, _ in backends:
             # Async clients were created on our loop: close them there, while it still runs.
             aclose = getattr(b, "aclose", None)
@@ -152,6 +168,8 @@ class RLM:
         compaction_strategy: str = "summarize",
         compaction_kwargs: dict[str, Any] | None = None,
         plugin_manager: PluginManager | None = None,
+        subcall_executor: str | None = None,
+        subcall_executor_kwargs: dict[str, Any] | None = None,
         _resources: _Resources | None = None,
     ):
         if backend is None:  # RLM_BACKEND, the user config file, openai with a key, else llamacpp
@@ -253,6 +271,13 @@ class RLM:
             pm.entry("tool_provider", name)
         if compaction:
             pm.entry("compaction", compaction_strategy)
+        # Children of rlm_query / rlm_query_batched on an executor (``"ray"``: Ray tasks), each
+        # rebuilt from plain settings where it runs; see rlm._remote.
+        if subcall_executor is not None:
+            _check_type("subcall_executor", subcall_executor, str)
+            pm.entry("executor", subcall_executor)
+        self.subcall_executor = subcall_executor
+        self.subcall_executor_kwargs = dict(subcall_executor_kwargs or {})
         self._extra_sinks = self._build_sinks(sinks, verbose)
         self._env: Environment | None = None
         self._env_host: RunHost | None = None
@@ -741,8 +766,11 @@ class _Run:
     def record_usage(self, backend: Backend, label: str, response: ModelResponse) -> None:
         self.tracker.record(UsageKey(id(backend), label, response.model or backend.model_name),
                             response.usage)
-        # A run over its budget or tokens stops spending at once: its in-flight calls and
-        # children (and those of every descendant) are cancelled.
+        self.enforce_spend()
+
+    def enforce_spend(self) -> None:
+        """A run over its budget or tokens stops spending at once: its in-flight calls and
+        children (and those of every descendant) are cancelled."""
         run: _Run | None = self
         while run is not None:
             if run.cancel_reason is None:

@@ -33,20 +33,22 @@ class UsageTracker:
         self.cost = 0.0
         self.calls = 0
 
-    def record(self, key: UsageKey, usage: Usage) -> None:
-        """Record one call here and in every ancestor (limits at each level see the spend)."""
+    def record(self, key: UsageKey, usage: Usage, calls: int = 1) -> None:
+        """Record one call (or ``calls`` calls totalling ``usage``, as a child RLM run in
+        another process reports them) here and in every ancestor (limits at each level see the
+        spend)."""
         tracker: UsageTracker | None = self
         while tracker is not None:
-            tracker._record_local(key, usage)
+            tracker._record_local(key, usage, calls)
             tracker = tracker.parent
 
-    def _record_local(self, key: UsageKey, usage: Usage) -> None:
+    def _record_local(self, key: UsageKey, usage: Usage, calls: int = 1) -> None:
         with self._lock:
             summary = self._by_key.get(key)
             if summary is None:
                 summary = self._by_key[key] = ModelUsageSummary()
-            summary.add(usage)
-            self.calls += 1
+            summary.add(usage, calls)
+            self.calls += calls
             self.input_tokens += usage.input_tokens
             self.output_tokens += usage.output_tokens
             if usage.cost is not None:

@@ -3,6 +3,7 @@
     rlm run PROMPT [--context FILE|-] [--backend B] [--model M] [--env E] [--max-iterations N] [-v]
     rlm plugins [--json]      rlm backends [--json]      rlm envs [--json]
     rlm demo                  (an end-to-end run against a local demo server; no key, no network)
+    rlm batch IN.jsonl --output OUT.jsonl [--executor threads|ray] [--address A] [-j N]
 
 Plugins add subcommands through the ``rlm_register_commands`` hook.
 """
@@ -160,6 +161,48 @@ def _cmd_list(kind: str):
     return run
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from . import batch
+    from .exceptions import RLMError
+
+    backend_kwargs = _parse_kv(args.backend_arg, "--backend-arg")
+    if args.model:
+        backend_kwargs["model_name"] = args.model
+    if args.base_url:
+        backend_kwargs["base_url"] = args.base_url
+    executor_kwargs = _parse_kv(args.executor_arg, "--executor-arg")
+    if args.address:
+        executor_kwargs["address"] = args.address
+    settings: dict[str, Any] = {
+        "backend": args.backend, "backend_kwargs": backend_kwargs, "environment": args.env,
+        "environment_kwargs": _parse_kv(args.env_arg, "--env-arg"),
+        "max_iterations": args.max_iterations, "max_depth": args.max_depth,
+        "max_timeout": args.timeout, "max_budget": args.max_budget,
+        "cell_timeout": args.cell_timeout}
+    if args.backend is None:
+        from ._defaults import choose_backend
+
+        settings["backend"] = choose_backend(None).name  # chosen once, here, for every line
+    try:
+        report = batch(args.input, output=args.output, executor=args.executor,
+                       executor_kwargs=executor_kwargs, concurrency=args.concurrency,
+                       ordered=args.ordered, retry_errors=args.retry_errors,
+                       progress=False if args.no_progress else None, **settings)
+    except KeyboardInterrupt:
+        print(f"rlm: batch cancelled; finished lines are in {args.output}; run the same "
+              "command again to resume", file=sys.stderr)
+        return 130
+    except RLMError as exc:
+        print(f"rlm: {exc}", file=sys.stderr)
+        return 2
+    print(f"rlm: {report.summary()}; results in {args.output}", file=sys.stderr)
+    if report.failed:
+        print(f"rlm: {report.failed} lines failed (\"status\": \"error\" in the output); "
+              "rerun with --retry-errors to run them again", file=sys.stderr)
+        return 3
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
@@ -208,6 +251,40 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=_cmd_list(kind))
 
+    bat = sub.add_parser(
+        "batch", help="one RLM completion per line of a JSONL file, resumable",
+        description="Run one RLM completion per line of INPUT ({\"prompt\": ..., "
+                    "\"root_prompt\": ..., \"settings\": {...}, \"id\": ...}) and append "
+                    "one result per line to OUTPUT as each finishes. Rerunning skips the lines "
+                    "OUTPUT already holds. Exit status: 0 all ok, 3 some lines failed, 2 bad "
+                    "input or settings, 130 interrupted.")
+    bat.add_argument("input", metavar="INPUT.jsonl")
+    bat.add_argument("--output", "-o", required=True, metavar="OUT.jsonl")
+    bat.add_argument("--executor", default="threads",
+                     help="executor plugin: threads (default) or ray (pip install rlm-executor-ray)")
+    bat.add_argument("--address", help="the cluster to use (ray: ray://HOST:10001 or HOST:6379; "
+                                       "default: $RAY_ADDRESS, else a local cluster)")
+    bat.add_argument("--executor-arg", action="append", metavar="KEY=VALUE",
+                     help="extra executor_kwargs entry (JSON values allowed); repeatable")
+    bat.add_argument("--concurrency", "-j", type=int, default=8, help="lines in flight (default 8)")
+    bat.add_argument("--ordered", action="store_true",
+                     help="rewrite OUTPUT in input order at the end")
+    bat.add_argument("--retry-errors", action="store_true",
+                     help="also rerun the lines OUTPUT holds as failed")
+    bat.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    bat.add_argument("--backend", default=None, help="backend name (default: as for rlm run)")
+    bat.add_argument("--model", help="model name passed as backend_kwargs['model_name']")
+    bat.add_argument("--base-url", help="backend base URL (OpenAI-compatible servers)")
+    bat.add_argument("--backend-arg", action="append", metavar="KEY=VALUE")
+    bat.add_argument("--env", default="local", help="execution environment (default: local)")
+    bat.add_argument("--env-arg", action="append", metavar="KEY=VALUE")
+    bat.add_argument("--max-iterations", type=int, default=30)
+    bat.add_argument("--max-depth", type=int, default=1)
+    bat.add_argument("--max-budget", type=float, default=None, help="per line, in USD")
+    bat.add_argument("--timeout", type=float, default=None, help="max_timeout per line, seconds")
+    bat.add_argument("--cell-timeout", type=float, default=None)
+    bat.set_defaults(func=cmd_batch)
+
     demo = sub.add_parser("demo", help="run an RLM end to end against a local demo server "
                                        "(no API key, no network)")
     demo.add_argument("-v", "--verbose", action="store_true")
@@ -238,7 +315,7 @@ def _add_plugin_commands(sub: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # Built-in commands and --help need no plugin; only load entry points when they might matter.
-    builtin = {"run", "plugins", "backends", "envs", "demo", "--version"}
+    builtin = {"run", "plugins", "backends", "envs", "demo", "batch", "--version"}
     wants_plugins = not argv or argv[0] not in builtin
     parser = build_parser(with_plugins=wants_plugins and argv not in (["-h"], ["--help"]))
     args = parser.parse_args(argv)

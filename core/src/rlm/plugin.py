@@ -23,13 +23,15 @@ from .exceptions import (AuthenticationError, BackendConnectionError, BackendErr
                          BackendTimeoutError, BadResponseError, ConfigurationError,
                          ContextWindowExceededError, PluginError, RateLimitError,
                          RLMEnvironmentError, ServerError)
-from .protocols import Backend, CompactionStrategy, Environment, Host, LoggerSink, ToolProvider
+from .protocols import (Backend, CompactionStrategy, Environment, Executor, ExecutorRun, Host,
+                        LoggerSink, ToolProvider)
 from .types import (CellResult, EnvironmentCapabilities, Message, ModelResponse, Tool, Usage)
 
 __all__ = [
     "ENTRY_POINT_GROUP", "check_sdk_kwargs", "AuthenticationError", "Backend", "BaseBackend", "estimate_tokens", "BackendConnectionError",
     "BackendError", "BackendTimeoutError", "BadResponseError", "CellResult", "CompactionStrategy",
     "ConfigurationError", "ContextWindowExceededError", "Environment", "EnvironmentCapabilities",
+    "Executor", "ExecutorRun",
     "Host", "LoggerSink", "Message", "ModelResponse", "PluginEntry", "PluginError",
     "RLMEnvironmentError", "RateLimitError", "Registrar", "ServerError", "Tool", "ToolProvider",
     "Usage", "hookimpl", "hookspec",

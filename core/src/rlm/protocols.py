@@ -7,7 +7,7 @@ the matching base class in :mod:`rlm.plugin`) and registers a factory for it fro
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -110,5 +110,42 @@ class LoggerSink(Protocol):
     every call anyway and reports a failing sink once."""
 
     def handle(self, event: Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class ExecutorRun(Protocol):
+    """One :meth:`Executor.map` in progress: iterate it for ``(index, result, error)`` tuples.
+
+    Tuples come in completion order, one per item, ``index`` being the item's position in the
+    input; exactly one of ``result`` / ``error`` is meaningful (``error`` is ``None`` on
+    success). ``cancel()`` may be called from any thread: no new item starts, in-flight items
+    are stopped where the engine can, and the iteration ends soon after (items that never
+    finished yield nothing).
+    """
+
+    def __iter__(self) -> Iterator[tuple[int, Any, BaseException | None]]: ...
+
+    def cancel(self) -> None: ...
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs many independent jobs with bounded concurrency: the lines of ``rlm.batch`` and, with
+    ``RLM(subcall_executor=...)``, the child RLMs of ``rlm_query_batched``.
+
+    Built by ``factory(**executor_kwargs)``. ``map(fn, items, *, concurrency)`` calls
+    ``fn(item)`` for every item, at most ``concurrency`` at a time, and returns an
+    :class:`ExecutorRun`. ``items`` is consumed lazily, one item each time a slot frees up, so
+    the caller can decide an item's arguments (a remaining budget) at the moment it starts.
+    ``fn`` and the items are picklable when the executor runs them in other processes; an
+    exception raised by ``fn`` is reported as that item's ``error``, never raised by ``map``.
+    ``close()`` releases the engine (threads, a cluster connection the executor opened).
+    Optional: ``describe() -> str``, one line saying where jobs run.
+    """
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], *,
+            concurrency: int) -> ExecutorRun: ...
 
     def close(self) -> None: ...

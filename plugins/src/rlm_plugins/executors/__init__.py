@@ -1,0 +1,1 @@
+"""First-party executors: ``threads`` (the default of ``rlm.batch`` and ``rlm batch``)."""
