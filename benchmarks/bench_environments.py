@@ -6,6 +6,7 @@ from inside a cell, and the time and peak memory to load a large context.
     DOCKER_HOST=unix:///tmp/rlm-ci-docker/docker.sock \
         .venv/bin/python benchmarks/bench_environments.py --envs docker,docker-runsc
 
+``pyodide`` needs ``rlm-env-pyodide install`` once; its peak memory is the Deno process's.
 ``docker`` runs the image ``RLM_DOCKER_IMAGE`` (default ``rlm-python:3.11-local``, built by
 ``scripts/ci/docker.sh``); ``docker-runsc`` is the same under gVisor.
 
@@ -68,6 +69,9 @@ def measure(label: str, kwargs: dict, context_mb: int) -> dict:
         del text
         if name == "local":
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        elif name == "pyodide":  # no /proc inside WebAssembly: the Deno process's, from outside
+            with open(f"/proc/{env._proc.proc.pid}/status") as f:
+                peak = next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) * 1024
         else:
             # VmHWM where /proc has it; gVisor's does not, its getrusage does.
             r = env.execute("hwm = [l for l in open('/proc/self/status') if "
@@ -90,7 +94,7 @@ def main() -> None:
     settings = {"local": {}, "sandbox": {"memory_limit": f"{max(2048, args.context_mb * 3)}m"},
                 "docker": {"memory_limit": f"{max(2048, args.context_mb * 3)}m", "pull": "never",
                            "image": os.environ.get("RLM_DOCKER_IMAGE", "rlm-python:3.11-local")},
-                "pyodide": {}}
+                "pyodide": {"memory_limit": f"{min(4096, max(2048, args.context_mb * 3))}m"}}
     settings["docker-runsc"] = {**settings["docker"], "environment": "docker", "runtime": "runsc",
                                 "context_limit": f"{max(2048, args.context_mb * 2)}m"}
     print(f"{'env':10} {'start s':>8} {'cell ms':>8} {'llm_query ms':>13} {'ctx MB':>7} "

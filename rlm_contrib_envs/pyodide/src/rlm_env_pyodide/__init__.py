@@ -1,0 +1,1 @@
+"""rlm environment 'pyodide': the REPL in CPython compiled to WebAssembly, under Deno."""
