@@ -1,0 +1,1 @@
+"""rlm-example-plugin: the plugin the rlm tutorial builds (docs/tutorial.md)."""
