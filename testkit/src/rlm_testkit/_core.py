@@ -258,6 +258,6 @@ def property_test(max_examples: int) -> Any:
     adds hints to a failure that is reported anyway.
     """
     return settings(max_examples=max_examples, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow],
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
                     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target,
                             Phase.shrink])

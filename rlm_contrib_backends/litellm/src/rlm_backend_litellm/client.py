@@ -70,9 +70,11 @@ def _connection_failure(exc: BaseException) -> bool:
 
 def _is_undecodable_reply(message: str) -> bool:
     lowered = message.lower()
-    return ("200 ok" in lowered and ("expecting value" in lowered or "jsondecodeerror" in lowered
-                                     or "invalid json" in lowered)) or "unable to parse" in lowered \
-        or "unable to get json response" in lowered
+    # A JSON decode error is the reply's fault whatever status LiteLLM attaches to it (it
+    # reports a 200 it cannot parse as a 500, with or without "200 OK" in the message).
+    return ("expecting value" in lowered or "jsondecodeerror" in lowered
+            or "invalid json" in lowered or "unable to parse" in lowered
+            or "unable to get json response" in lowered)
 
 
 def _provider_message(exc: BaseException) -> str:
@@ -244,6 +246,7 @@ class LiteLLMBackend:
         raw = getattr(resp, "usage", None)
         prompt = getattr(raw, "prompt_tokens", None) if raw is not None else None
         completion = getattr(raw, "completion_tokens", None) if raw is not None else None
+        # LiteLLM turns a missing usage object into zeros, so 0/0 is treated as missing too.
         if raw is None or (not prompt and not completion):
             usage = estimated_usage(kwargs["messages"], text)
             if not self._warned_estimate:

@@ -1,0 +1,13 @@
+"""The vllm backend passes the conformance kit (rlm-testkit) against a server on 127.0.0.1."""
+
+from __future__ import annotations
+
+from rlm_testkit import OpenAICompatibleBackendTests
+
+
+class TestVllmKit(OpenAICompatibleBackendTests):
+    plugin = "rlm_backend_vllm.plugin"
+    backend_name = "vllm"
+    backend_kwargs = {"model_name": "kit-model", "api_key": "kit-test-key"}
+    no_retry_kwargs = {"max_retries": 0}
+    capabilities = {"cost": True}
