@@ -407,3 +407,11 @@ def test_api_key_never_in_repr_or_logs(server):
     r = make(server, Script(["FINAL(x)"]))
     assert "test-key-123" not in repr(r)
     r.close()
+
+
+def test_out_of_iterations_reply_with_code_runs_it(server):
+    # Small models answer the last request with a block that sets `answer`: it runs, and its
+    # answer (not the code) is the response.
+    script = Script([repl("n = 6 * 7"), repl("answer['content'] = str(n)\nanswer['ready'] = True")])
+    with make(server, script, max_iterations=1) as r:
+        assert r.completion("q").response == "42"

@@ -1067,6 +1067,16 @@ class _Run:
             if answer is None and fa is not None:
                 res = self._execute_cell(env, host, f"FINAL_VAR({fa.value!r})")
                 answer = res.final_answer
+            if answer is None:
+                # Models often answer the last request with code that sets `answer`: run it
+                # rather than returning the code as the answer.
+                for code in find_code_blocks(response.text):
+                    res = self._execute_cell(env, host, code)
+                    if res.answer_content:
+                        self.best_partial = res.answer_content
+                    if res.final_answer is not None:
+                        answer = res.final_answer
+                        break
             answer = answer if answer is not None else (self.best_partial or response.text)
             if rlm.persistent:
                 self._save_history(env, full_history + [{"role": "assistant", "content": response.text}])
