@@ -29,15 +29,13 @@ unchanged. Token counts are the same deterministic characters / 4 as the OpenAI 
 from __future__ import annotations
 
 import json
-import socket
-import struct
 import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from .openai_server import (DEFAULT_STALL_SECONDS, OpenAICompatibleServer, Reply,
-                            _default_error_message, _fmt_retry_after, _Handler, _Headers,
+                            _default_error_message, _Handler, _Headers,
                             _ScriptExhausted, estimate_tokens)
 
 __all__ = ["AnthropicCompatibleServer", "AnthropicReply"]
@@ -197,6 +195,11 @@ class AnthropicCompatibleServer(OpenAICompatibleServer):
     """
 
     handler_class = _AnthropicHandler
+    _retry_after_header = "retry-after"
+    _malformed_body = "<html>this is not JSON {\"content\": ["
+
+    def _error_message(self, status: int) -> str:
+        return _anthropic_error_message(status)
 
     def __init__(self, *args: Any, model: str = "claude-scripted", api_key: str | None = None,
                  **kwargs: Any):
@@ -222,26 +225,7 @@ class AnthropicCompatibleServer(OpenAICompatibleServer):
             self.paths.append(path)
             fault = self._faults.popleft() if self._faults else None
 
-        if fault is not None and fault.kind == "reset":
-            handler.close_connection = True
-            try:  # linger 0: close() sends RST instead of FIN
-                handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                handler.connection.close()
-            except OSError:
-                pass
-            return
-        if fault is not None and fault.kind == "status":
-            status = int(fault.status or 500)
-            extra = {"retry-after": _fmt_retry_after(fault.retry_after)} if fault.retry_after is not None else None
-            if isinstance(fault.body, dict):
-                handler._send_json(status, fault.body, extra)
-            else:
-                message = fault.body if isinstance(fault.body, str) else _anthropic_error_message(status)
-                handler._send_error_json(status, message, extra=extra)
-            return
-        if fault is not None and fault.kind == "malformed":
-            text = fault.body if isinstance(fault.body, str) else "<html>this is not JSON {\"content\": ["
-            handler._send(200, text.encode("utf-8"), "application/json")
+        if self._answer_fault(handler, fault):
             return
 
         messages = chat_messages(body)

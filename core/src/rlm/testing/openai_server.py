@@ -516,14 +516,21 @@ class OpenAICompatibleServer:
             return scripted
         raise TypeError(f"a reply must be a str or a Reply, got {type(scripted).__name__}")
 
-    def _chat(self, handler: _Handler, body: dict[str, Any], deployment: str | None, path: str) -> None:
-        with self._lock:
-            self.requests.append(body)
-            self.headers.append(_Headers(handler.headers.items()))
-            self.paths.append(path)
-            fault = self._faults.popleft() if self._faults else None
+    # What the faults that replace a reply look like in this wire format (subclasses change them).
+    _retry_after_header = "Retry-After"
+    _malformed_body = "<html>this is not JSON {\"choices\": ["
 
-        if fault is not None and fault.kind == "reset":
+    def _error_message(self, status: int) -> str:
+        return _default_error_message(status)
+
+    def _answer_fault(self, handler: _Handler, fault: Fault | None) -> bool:
+        """Answer a ``reset``, ``status`` or ``malformed`` fault in place of the reply.
+
+        Returns True when the request was answered (or its connection dropped) this way.
+        """
+        if fault is None:
+            return False
+        if fault.kind == "reset":
             handler.close_connection = True
             conn = handler.connection
             try:  # linger 0: close() sends RST instead of FIN
@@ -531,19 +538,31 @@ class OpenAICompatibleServer:
                 conn.close()
             except OSError:
                 pass
-            return
-        if fault is not None and fault.kind == "status":
+            return True
+        if fault.kind == "status":
             status = int(fault.status or 500)
-            extra = {"Retry-After": _fmt_retry_after(fault.retry_after)} if fault.retry_after is not None else None
+            extra = ({self._retry_after_header: _fmt_retry_after(fault.retry_after)}
+                     if fault.retry_after is not None else None)
             if isinstance(fault.body, dict):
                 handler._send_json(status, fault.body, extra)
             else:
-                message = fault.body if isinstance(fault.body, str) else _default_error_message(status)
+                message = fault.body if isinstance(fault.body, str) else self._error_message(status)
                 handler._send_error_json(status, message, extra=extra)
-            return
-        if fault is not None and fault.kind == "malformed":
-            text = fault.body if isinstance(fault.body, str) else "<html>this is not JSON {\"choices\": ["
+            return True
+        if fault.kind == "malformed":
+            text = fault.body if isinstance(fault.body, str) else self._malformed_body
             handler._send(200, text.encode("utf-8"), "application/json")
+            return True
+        return False
+
+    def _chat(self, handler: _Handler, body: dict[str, Any], deployment: str | None, path: str) -> None:
+        with self._lock:
+            self.requests.append(body)
+            self.headers.append(_Headers(handler.headers.items()))
+            self.paths.append(path)
+            fault = self._faults.popleft() if self._faults else None
+
+        if self._answer_fault(handler, fault):
             return
 
         messages = body.get("messages")
