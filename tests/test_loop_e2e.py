@@ -415,3 +415,18 @@ def test_out_of_iterations_reply_with_code_runs_it(server):
     script = Script([repl("n = 6 * 7"), repl("answer['content'] = str(n)\nanswer['ready'] = True")])
     with make(server, script, max_iterations=1) as r:
         assert r.completion("q").response == "42"
+
+
+def test_nested_secrets_never_reach_the_log(server, tmp_path):
+    logger = RLMLogger(log_dir=tmp_path)
+    with RLM(backend="openai",
+             backend_kwargs={"base_url": server.base_url, "api_key": "test-key-123",
+                             "model_name": MODEL,
+                             "default_headers": {"Authorization": "Bearer nested-secret-456",
+                                                 "X-Trace": "visible"}},
+             logger=logger) as r:
+        server._responder = Script(["FINAL(ok)"])
+        assert r.completion("q").response == "ok"
+    text = open(logger.log_file_path).read()
+    assert "nested-secret-456" not in text and "test-key-123" not in text
+    assert "visible" in text

@@ -43,9 +43,16 @@ CANCEL_GRACE_CHILD = 0.5
 
 
 def _redact(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Settings as logged: values under a sensitive-looking key are masked, at any nesting depth
+    (a key inside ``default_headers={"Authorization": ...}`` included)."""
     out: dict[str, Any] = {}
     for k, v in (kwargs or {}).items():
-        out[k] = "***" if any(s in k.lower() for s in _SENSITIVE) and v else to_jsonable(v)
+        if any(s in str(k).lower() for s in _SENSITIVE) and v:
+            out[k] = "***"
+        elif isinstance(v, Mapping):
+            out[k] = _redact(v)
+        else:
+            out[k] = to_jsonable(v)
     return out
 
 
