@@ -259,6 +259,25 @@ def _text(value):
 _MISSING = object()
 
 
+def restore_reserved(ns, builtins, fixed, answer):
+    """Put back what a cell rebound or deleted: ``__builtins__`` (when ``builtins`` is given),
+    every name in ``fixed`` (helpers, tools, contexts), and an ``answer`` dict. A cell's own
+    answer dict is kept (with its keys filled in); anything else is replaced by ``answer``.
+    Returns the answer dict now in the namespace. Shared by every REPL rlm ships."""
+    if builtins is not None and not isinstance(ns.get("__builtins__"), dict):
+        ns["__builtins__"] = builtins
+    for name, value in fixed.items():
+        if ns.get(name, _MISSING) is not value:
+            ns[name] = value
+    current = ns.get("answer")
+    if isinstance(current, dict):
+        current.setdefault("content", "")
+        current.setdefault("ready", False)
+        return current
+    ns["answer"] = answer
+    return answer
+
+
 class REPLCore:
     """The namespace, the helpers and the execution of one cell, independent of threads.
 
@@ -385,19 +404,7 @@ class REPLCore:
                 "SHOW_VARS": SHOW_VARS, "FINAL": FINAL, "FINAL_VAR": FINAL_VAR}
 
     def restore(self):
-        ns = self.ns
-        if not isinstance(ns.get("__builtins__"), dict):
-            ns["__builtins__"] = self.builtins
-        for name, value in self.fixed.items():
-            if ns.get(name, _MISSING) is not value:
-                ns[name] = value
-        answer = ns.get("answer")
-        if isinstance(answer, dict):
-            answer.setdefault("content", "")
-            answer.setdefault("ready", False)
-            self.answer = answer
-        else:
-            ns["answer"] = self.answer
+        self.answer = restore_reserved(self.ns, self.builtins, self.fixed, self.answer)
 
     def user_variables(self):
         hidden = set(self.fixed) | {"answer"}

@@ -27,6 +27,7 @@ from typing import Any
 
 from rlm.plugin import (CellResult, ConfigurationError, EnvironmentCapabilities, Host, Message,
                         RLMEnvironmentError, Tool)
+from rlm.isolation.worker import restore_reserved
 
 from . import _capture, _executor
 from ._traceback import format_cell_exception, format_stack
@@ -507,19 +508,7 @@ class LocalREPL:
                 "SHOW_VARS": SHOW_VARS, "FINAL": FINAL, "FINAL_VAR": FINAL_VAR}
 
     def _restore_reserved(self) -> None:
-        ns = self._ns
-        if not isinstance(ns.get("__builtins__"), dict) and self._builtins:
-            ns["__builtins__"] = self._builtins
-        for name, value in self._fixed.items():
-            if ns.get(name, _MISSING) is not value:
-                ns[name] = value
-        answer = ns.get("answer")
-        if isinstance(answer, dict):
-            answer.setdefault("content", "")
-            answer.setdefault("ready", False)
-            self._answer = answer
-        else:
-            ns["answer"] = self._answer
+        self._answer = restore_reserved(self._ns, self._builtins or None, self._fixed, self._answer)
 
     def _loaded_names(self) -> list[str]:
         return [n for n in self._fixed if n not in HELPER_NAMES and n not in self._tool_names]
