@@ -140,13 +140,8 @@ class _AnthropicHandler(_Handler):
         if not self.headers.get("anthropic-version"):
             self._send_error_json(400, "anthropic-version: header is required")
             return
-        try:
-            body = json.loads(raw.decode("utf-8")) if raw else None
-        except (UnicodeDecodeError, ValueError) as exc:
-            self._send_error_json(400, f"There was an error parsing the body: {exc}")
-            return
-        if not isinstance(body, dict):
-            self._send_error_json(400, "The request body must be a JSON object.")
+        body = self._json_object(raw, "There was an error parsing the body")
+        if body is None:
             return
         problem = _validate(body, count_only=path.endswith("count_tokens"))
         if problem:

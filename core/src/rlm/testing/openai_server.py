@@ -287,6 +287,18 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     # -- routing --------------------------------------------------------------------------
+    def _json_object(self, raw: bytes, parse_error: str) -> dict[str, Any] | None:
+        """The request body as a JSON object; None after answering 400 when it is not one."""
+        try:
+            body = json.loads(raw.decode("utf-8")) if raw else None
+        except (UnicodeDecodeError, ValueError) as exc:
+            self._send_error_json(400, f"{parse_error}: {exc}")
+            return None
+        if not isinstance(body, dict):
+            self._send_error_json(400, "The request body must be a JSON object.")
+            return None
+        return body
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         owner = self.server.owner
         path = urlsplit(self.path).path.rstrip("/") or "/"
@@ -328,13 +340,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_error_json(404, f"Unknown path: POST {path}")
             return
-        try:
-            body = json.loads(raw.decode("utf-8")) if raw else None
-        except (UnicodeDecodeError, ValueError) as exc:
-            self._send_error_json(400, f"We could not parse the JSON body of your request: {exc}")
-            return
-        if not isinstance(body, dict):
-            self._send_error_json(400, "The request body must be a JSON object.")
+        body = self._json_object(raw, "We could not parse the JSON body of your request")
+        if body is None:
             return
         self.server.owner._chat(self, body, deployment, self.path)
 
