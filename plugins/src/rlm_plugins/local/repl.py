@@ -27,6 +27,7 @@ from typing import Any
 
 from rlm.plugin import (CellResult, ConfigurationError, EnvironmentCapabilities, Host, Message,
                         RLMEnvironmentError, Tool)
+from rlm.isolation.repl import check_timeout
 from rlm.isolation.worker import restore_reserved
 
 from . import _capture, _executor
@@ -139,7 +140,7 @@ class LocalREPL:
             raise TypeError(
                 f"LocalREPL got an unexpected keyword argument {name!r}; the local environment "
                 "accepts cell_timeout, setup_code, workdir and max_output_chars")
-        self.cell_timeout = _check_timeout(cell_timeout, "cell_timeout")
+        self.cell_timeout = check_timeout(cell_timeout, "cell_timeout")
         if setup_code is not None and not isinstance(setup_code, str):
             raise ConfigurationError(
                 f"setup_code must be a string of Python code, not {type(setup_code).__name__}")
@@ -556,15 +557,6 @@ class LocalREPL:
 
 
 # --- argument checks ------------------------------------------------------------------------
-
-
-def _check_timeout(value: Any, name: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigurationError(f"{name} must be a positive number of seconds or None, "
-                                 f"not {value!r}")
-    return float(value)
 
 
 def _cell_limit(value: Any) -> float:
