@@ -6,7 +6,8 @@ WebAssembly runtime as it is and starts it once per run::
 
     python -I -S worker.py --stdio --secret-file /rlm/ctl/secret
 
-It talks to the host over **one channel** (the worker's stdin/stdout, or a Unix socket): a stream
+It talks to the host over **one channel** (the worker's stdin/stdout, or a Unix socket; with
+``--text``, base64 lines for transports that carry only text, see :func:`text_lines`): a stream
 of frames, each ``u32 length`` (big-endian, counting what follows) + ``u8 kind`` + payload, where
 kind 0 is a UTF-8 JSON object and kind 1 a binary chunk (``u32 blob id`` + bytes) used to stream
 files. The channel is multiplexed: helper calls from any number of cell threads carry an ``id``
@@ -763,6 +764,8 @@ class Worker:
 
     def _open_file(self, msg):
         name = os.path.basename(str(msg["path"]))
+        if not os.path.isdir(self.core.ctx_dir):
+            os.makedirs(self.core.ctx_dir, exist_ok=True)
         self.files[int(msg["id"])] = open(os.path.join(self.core.ctx_dir, name), "wb")
 
     def _control(self, msg, action):
@@ -847,8 +850,45 @@ def apply_limits(limits):
         resource.setrlimit(which, (value, value))
 
 
+TEXT_MARK = b"@"
+
+
+def text_lines(read, write):
+    """Wraps a byte channel for transports that only carry text lines (a cloud sandbox's
+    exec stdin/stdout, decoded as UTF-8 on the way): every write becomes one line
+    ``@<base64>\n``; lines read are decoded the same way, and lines without the ``@`` mark
+    (a banner, a shell's echo) are skipped."""
+    import base64
+    import binascii
+
+    state = {"buf": b"", "out": b""}
+
+    def text_read(n):
+        while not state["out"]:
+            while b"\n" not in state["buf"]:
+                chunk = read(1 << 16)
+                if not chunk:
+                    return b""
+                state["buf"] += chunk
+            line, state["buf"] = state["buf"].split(b"\n", 1)
+            line = line.strip()
+            if line.startswith(TEXT_MARK):
+                try:
+                    state["out"] = base64.b64decode(line[1:], validate=True)
+                except (binascii.Error, ValueError):
+                    raise ProtocolError("a line of the text channel is not base64")
+        data, state["out"] = state["out"][:n], state["out"][n:]
+        return data
+
+    def text_write(data):
+        write(TEXT_MARK + base64.b64encode(bytes(data)) + b"\n")
+
+    return text_read, text_write
+
+
 def _open_channel(args):
-    """``(read, write)`` for ``--stdio`` or ``--unix PATH``; fds 0/1 then stop being the channel."""
+    """``(read, write)`` for ``--stdio`` or ``--unix PATH`` (``--text``: base64 lines, see
+    :func:`text_lines`); fds 0/1 then stop being the channel."""
     if "--unix" in args:
         import socket
 
@@ -873,6 +913,8 @@ def _open_channel(args):
         while view:
             view = view[os.write(out_fd, view):]
 
+    if "--text" in args:
+        return text_lines(read, write)
     return read, write
 
 
