@@ -1,0 +1,1 @@
+"""rlm environment ``modal``: the REPL worker in a Modal sandbox, one per run."""
