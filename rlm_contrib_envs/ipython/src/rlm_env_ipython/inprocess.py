@@ -1,0 +1,160 @@
+"""``environment="ipython"``: the local REPL, with a real IPython shell running the cells.
+
+:class:`IPythonREPL` is :class:`rlm_plugins.local.repl.LocalREPL` (helpers, contexts, histories,
+tools including callables, reserved names restored after every cell, per-REPL output capture,
+per-thread working directory, cell timeouts that work from any thread) with one change: a cell is
+not ``exec``'d but handed to a fresh :class:`~rlm_env_ipython._shell.Shell` (one per REPL) on the
+local REPL's executor thread. So magics (``%time``, ``%timeit``, ``%who``, ...), ``!cmd``,
+top-level ``await``, ``display()`` and the echo of a last expression (``Out[3]: ...``) work, and a
+failing cell reports IPython's traceback.
+
+Not a security boundary, exactly like the local environment: cells run in the host process.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import sys
+import tempfile
+import weakref
+from typing import Any
+
+from rlm.plugin import CellResult, Host
+from rlm_plugins.local.repl import LocalREPL
+
+from ._names import user_variables
+from ._options import check_shell_options
+from ._shell import Shell
+
+_LOCAL_KWARGS = ("cell_timeout", "setup_code", "workdir", "max_output_chars")
+_RUN = "__rlm_ipython_run__"
+
+
+def _release(shell: Shell, ipython_dir: str) -> None:
+    shell.close()
+    shutil.rmtree(ipython_dir, ignore_errors=True)
+
+
+def _run(shell_ref: weakref.ref[Shell], code: str, errors: list[str]) -> None:
+    shell = shell_ref()
+    if shell is not None:
+        shell.run_cell_here(code, errors)
+
+
+class IPythonREPL(LocalREPL):
+    """An IPython shell in the host process, persistent across cells and ``completion()`` calls.
+
+    Args:
+        cell_timeout, setup_code, workdir, max_output_chars: as for the local environment.
+        xmode: IPython's traceback mode for failed cells: ``"Plain"`` (default, the usual Python
+            traceback), ``"Context"``, ``"Verbose"`` or ``"Minimal"``.
+        ast_node_interactivity: which bare expressions are echoed as ``Out[n]: ...``:
+            ``"last_expr"`` (default, as in IPython), ``"none"``, ``"all"``, ``"last"`` or
+            ``"last_expr_or_assign"``.
+    """
+
+    def __init__(self, *, xmode: str = "Plain", ast_node_interactivity: str = "last_expr",
+                 **kwargs: Any):
+        unknown = sorted(set(kwargs) - set(_LOCAL_KWARGS))
+        if unknown:
+            raise TypeError(
+                f"IPythonREPL got an unexpected keyword argument {unknown[0]!r}; the ipython "
+                f"environment accepts {', '.join(_LOCAL_KWARGS)}, xmode and "
+                "ast_node_interactivity")
+        check_shell_options(xmode, ast_node_interactivity, "ipython")
+        super().__init__(**kwargs)
+        self.xmode = xmode
+        self.ast_node_interactivity = ast_node_interactivity
+        self._shell: Shell | None = None
+        self._errors: list[str] = []
+
+    @property
+    def shell(self) -> Shell | None:
+        """The REPL's IPython shell (``None`` before ``start`` and after ``shutdown``)."""
+        return self._shell
+
+    def start(self, host: Host, tools: Any) -> None:
+        if self._shell is None and not self._closed and not self._started:
+            ipython_dir = tempfile.mkdtemp(prefix=f"rlm-ipython-{self._id}-")
+            try:
+                shell = Shell(user_ns=self._ns, ipython_dir=ipython_dir, xmode=self.xmode)
+            except BaseException:
+                shutil.rmtree(ipython_dir, ignore_errors=True)
+                raise
+            shell.ast_node_interactivity = self.ast_node_interactivity
+            self._shell = shell
+            self._shell_finalizer = weakref.finalize(self, _release, shell, ipython_dir)
+        super().start(host, tools)
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self._shell = None
+        finalizer = getattr(self, "_shell_finalizer", None)
+        if finalizer is not None:
+            finalizer()
+
+    # --- what differs from the local REPL ------------------------------------------------
+
+    def _execute(self, code: str, limit: float | None, filename: str | None = None
+                 ) -> CellResult:
+        # The local REPL runs "__rlm_ipython_run__()" on its executor thread (with its timeout,
+        # stop and capture machinery); that call hands the real cell to IPython.
+        shell = self._shell
+        if shell is None:  # shut down meanwhile: the local REPL reports it
+            return super()._execute(code, limit, filename)
+        self._errors = errors = []
+        self._ns[_RUN] = functools.partial(_run, weakref.ref(shell), code, errors)
+        return super()._execute(f"{_RUN}()", limit, filename)
+
+    def _result(self, started: float, error: str | None, timed_out: bool) -> CellResult:
+        if error is None and self._errors:
+            error = self._errors[-1]
+            if "SystemExit" in error.rsplit("\n", 1)[-1]:
+                error += ("\n(sys.exit(), exit() and quit() end only the current code block; the "
+                          "REPL and its variables are still there.)")
+        self._errors = []
+        return super()._result(started, error, timed_out)
+
+    def _restore_reserved(self) -> None:
+        super()._restore_reserved()
+        shell = self._shell
+        if shell is not None:  # %who lists only the model's own names
+            shell.user_ns_hidden.update(self._fixed)
+            shell.user_ns_hidden["answer"] = self._ns.get("answer")
+
+    def _user_variables(self) -> list[str]:
+        names = super()._user_variables()
+        shell = self._shell
+        return user_variables(names, self._ns, shell.user_ns_hidden if shell else {})
+
+    # --- prompt text -----------------------------------------------------------------------
+
+    def usage_instructions(self) -> str:
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        lines = [
+            f"The REPL is an IPython shell (Python {version}) running inside the host process "
+            "(not a sandbox).",
+            "Variables, functions, classes and imports persist from one code block to the next "
+            "(and across completion() calls in persistent mode: context_0, context_1, ... and "
+            "history_0, history_1, ...).",
+            "IPython syntax works: magics such as %time, %timeit and %who, !shell commands, "
+            "top-level await, display(obj).",
+            "What you print is shown back to you (stdout and stderr, each cut to "
+            f"{self.max_output_chars:,} characters per block)"
+            + ("; the value of a bare expression on the last line is shown as Out[n]."
+               if self.ast_node_interactivity != "none" else
+               "; bare expressions are not echoed."),
+        ]
+        if self.cell_timeout is not None:
+            lines.append(f"A code block may run for at most {self.cell_timeout:g} seconds; a "
+                         "longer one is stopped and its variables are kept.")
+        lines.append("input() is unavailable; exit() or sys.exit() only ends the current block.")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running" if self._started else "new"
+        return f"<IPythonREPL #{self._id} {state}>"
+
+
+__all__ = ["IPythonREPL"]
