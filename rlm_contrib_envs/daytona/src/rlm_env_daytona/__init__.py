@@ -1,0 +1,1 @@
+"""rlm environment ``daytona``: the REPL worker in a Daytona cloud sandbox (see ``env``)."""

@@ -1,0 +1,29 @@
+"""Shared by the tests here (a module name of its own: several directories have a conftest).
+
+The emulator lives at the repository's root (``tests/emulators/daytona``), so the root goes on
+``sys.path``. Test classes name the emulator's URL and key in their ``environment_kwargs`` (never
+through ``DAYTONA_*`` variables), so the live tests (``RLM_LIVE_TESTS=1``) keep the real
+credentials of the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+if ROOT not in sys.path:  # tests.emulators.daytona lives at the repository's root
+    sys.path.insert(0, ROOT)
+
+NO_BWRAP = shutil.which("bwrap") is None and os.environ.get("CI") != "true"
+BWRAP_REASON = "the Daytona emulator runs sandbox commands under bubblewrap (scripts/ci/sandbox.sh)"
+
+#: The escape attempts a Daytona sandbox does not block, and why (the emulator and the service).
+NOT_BLOCKED = {
+    "fork": "a Daytona sandbox is a whole Linux machine of the provider's; processes a cell "
+            "starts stay inside it",
+    "udp-and-raw": "a UDP datagram to 127.0.0.1 can be sent: it reaches the sandbox's own "
+                   "loopback (its own network namespace, in the emulator as at Daytona), never "
+                   "the host; raw sockets are refused",
+}
