@@ -542,7 +542,7 @@ class IsolatedREPL:
         try:
             self._boot()
         except Exception as exc:  # noqa: BLE001
-            self._closed = True
+            self.shutdown()  # the run is over: release the sandbox and the run directory now
             raise RLMEnvironmentError(f"the {self.environment_name} REPL worker died ({why}) and "
                                       f"could not be restarted: {exc}") from exc
 

@@ -27,7 +27,6 @@ import dataclasses
 import logging
 import secrets
 import shlex
-import shutil
 import threading
 import time
 from collections.abc import Mapping
@@ -269,18 +268,6 @@ class DaytonaREPL(IsolatedREPL):
 
     def _worker_config(self) -> dict[str, Any]:
         return {"limits": self._limits_config, "workdir": f"{self._run_path}/work"}
-
-    def _restart(self, why: str) -> None:
-        try:
-            super()._restart(why)
-        except BaseException:
-            # The base class closes the REPL without a shutdown when a restart fails (the
-            # sandbox died): the run is over, so its sandbox and run directory go now.
-            self._cleanup()
-            if self._run_dir is not None:
-                shutil.rmtree(self._run_dir, ignore_errors=True)
-                self._run_dir = None
-            raise
 
     def _cleanup(self) -> None:
         sandbox, self.sandbox = self.sandbox, None

@@ -30,6 +30,7 @@ from .errors import check_credentials, describe, provider_errors
 from .transport import BOOT, ModalProcess, boot_payload
 
 log = logging.getLogger("rlm.env.modal")
+END_REPORT_GRACE = 1.5  # seconds Modal gets to report a sandbox's end after its exec ends
 BASE_DIR = "/tmp/rlm"  # where the worker, the contexts and the working directory live inside
 
 
@@ -245,14 +246,17 @@ class ModalREPL(IsolatedREPL):
         return f"Modal reports it ended with status {code}" + (f": {reason}" if reason else "")
 
     def _restart(self, why: str) -> None:
-        ended = self._sandbox_end()
+        # The exec's stream can end a moment before Modal reports the sandbox's end: look
+        # again for a short while before taking it for a worker that died in a live sandbox.
+        deadline = time.monotonic() + END_REPORT_GRACE
+        while (ended := self._sandbox_end()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         if ended is None:
             super()._restart(why)
             return
         sandbox_id, proc = self.sandbox_id, self._proc
         tail = proc.stderr_tail(8) if proc is not None else ""
-        self._stop_worker()
-        self._closed = True
+        self.shutdown()  # the run is over: the sandbox, the client and the run directory go
         raise RLMEnvironmentError(
             f"the Modal sandbox {sandbox_id} ended under the run ({ended})"
             + (f"; the worker's last output: {tail[-1500:]}" if tail else "")
