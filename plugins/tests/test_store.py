@@ -386,3 +386,53 @@ def test_rlm_run_logs_by_default_and_logs_commands(user_dir: Path, tmp_path: Pat
 
     missing = rlm_cli("logs", "show", "nope")
     assert missing.returncode == 1 and "no run 'nope'" in missing.stderr
+
+
+def test_concurrent_children_with_one_prompt_link_to_their_own_call(tmp_path: Path):
+    """Six rlm_query_batched children with the same prompt, finishing in a shuffled order: each
+    child is linked to the very sub-call that started it (by call id, not by prompt)."""
+    import itertools
+    import random
+    import threading
+
+    from rlm import RLM
+    from rlm.events import RunStarted, SubcallCompleted, SubcallStarted
+
+    counter, lock = itertools.count(1), threading.Lock()
+    rng = random.Random(7)
+
+    def respond(messages):
+        with lock:
+            n = next(counter)  # 1 is the root's turn, 2..7 the children's
+        time.sleep(rng.random() * 0.05)  # children finish in another order than they started
+        return ("```repl\nif context == 'ROOT':\n"
+                "    kids = rlm_query_batched(['same child prompt'] * 6)\n"
+                "    answer.update(content=str(kids), ready=True)\n"
+                f"else:\n    answer.update(content='child-{n}', ready=True)\n```")
+
+    events = []
+
+    class Recorder:
+        def handle(self, event):
+            events.append(event)
+
+        def close(self):
+            pass
+
+    sink = StoreSink(tmp_path / "logs.db")
+    with RLM(backend="scripted", backend_kwargs={"responder": respond}, max_depth=2,
+             sinks=[sink, Recorder()], max_concurrent_subcalls=6) as rlm:
+        result = rlm.completion("ROOT")
+    root_id = sink.run_ids[0]
+    started = {e.call_id: e for e in events if isinstance(e, SubcallStarted) and e.run_id == root_id}
+    completed = [e.call_id for e in events if isinstance(e, SubcallCompleted) and e.run_id == root_id]
+    assert len(started) == 6 and sorted(completed) == sorted(started)  # one id per call, paired
+    children = [e for e in events if isinstance(e, RunStarted) and e.parent_run_id == root_id]
+    assert sorted(c.parent_call_id for c in children) == sorted(started)
+    tree = load_tree(Database(tmp_path / "logs.db"), root_id)
+    calls = [s for it in tree["iterations"] for cell in it["cells"] for s in cell["subcalls"]]
+    assert len(calls) == 6 and len({s["child"]["id"] for s in calls}) == 6
+    for s in calls:
+        assert s["response"] == s["child"]["response"]  # the call's answer is its child's
+    assert sorted(s["response"] for s in calls) == [f"child-{n}" for n in range(2, 8)]
+    assert result.response.count("child-") == 6

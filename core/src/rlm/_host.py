@@ -157,13 +157,18 @@ class RunHost:
         sampling = {**run.rlm.sub_sampling_args, **overrides}
         return backend, label, sampling, overrides.get("model") or backend.model_name
 
-    def _started(self, kind: str, model_name: str, prompt: Any) -> None:
+    def _started(self, kind: str, model_name: str, prompt: Any, call_id: str | None = None) -> str:
+        """Emit ``SubcallStarted``; returns the call's id (for its ``SubcallCompleted``)."""
         run = self._run
+        call_id = call_id or run.new_call_id()
         run.emit(SubcallStarted(run_id=run.run_id, depth=run.depth, parent_run_id=run.parent_run_id,
-                                kind=kind, model=model_name, prompt_preview=_preview(prompt)))
+                                kind=kind, model=model_name, prompt_preview=_preview(prompt),
+                                call_id=call_id))
+        return call_id
 
     def _completed(self, prompt: Any, model_name: str, label: str, backend: Any,
-                   response: ModelResponse | None, error: str | None, dt: float) -> RLMChatCompletion:
+                   response: ModelResponse | None, error: str | None, dt: float,
+                   call_id: str | None = None) -> RLMChatCompletion:
         """Record usage and emit the event of one finished plain call; returns its record."""
         run = self._run
         summary = UsageSummary()
@@ -175,12 +180,12 @@ class RunHost:
             model=model_name, duration=dt, error=error,
             input_tokens=response.usage.input_tokens if response else 0,
             output_tokens=response.usage.output_tokens if response else 0,
-            cost=response.usage.cost if response else None))
+            cost=response.usage.cost if response else None, call_id=call_id))
         text = response.text if response is not None else (error or "Error: no response")
         return RLMChatCompletion(
             root_model=model_name, prompt=prompt, response=text, usage_summary=summary,
             execution_time=dt, error=error, error_type="BackendError" if error else None,
-            depth=run.depth + 1, kind="llm")
+            depth=run.depth + 1, kind="llm", call_id=call_id)
 
     def _llm_call(self, prompt: Any, model: str | None) -> str:
         run = self._run
@@ -188,7 +193,7 @@ class RunHost:
         if refusal:
             return refusal
         backend, label, sampling, model_name = self._route(model)
-        self._started("llm", model_name, prompt)
+        call_id = self._started("llm", model_name, prompt)
         t0 = time.perf_counter()
         response: ModelResponse | None = None
         error: str | None = None
@@ -208,11 +213,11 @@ class RunHost:
             run.untrack(fut)
             self._completed(prompt, model_name, label, backend, None,
                             "Error: sub-call cancelled: the cell was stopped while it waited",
-                            time.perf_counter() - t0)
+                            time.perf_counter() - t0, call_id)
             raise
         run.untrack(fut)
         call = self._completed(prompt, model_name, label, backend, response, error,
-                               time.perf_counter() - t0)
+                               time.perf_counter() - t0, call_id)
         self._record(call)
         return call.response
 
@@ -238,6 +243,7 @@ class RunHost:
             response: ModelResponse | None = None
             error: str | None = None
             started = False
+            call_id: str | None = None
             try:
                 async with sem:
                     if batch.cancelled or run.limit_reason():
@@ -245,7 +251,7 @@ class RunHost:
                     started = True
                     if recursive:
                         self._fire("on_subcall_start", child_depth, model_name, _preview(prompt))
-                    self._started("llm", model_name, prompt)
+                    call_id = self._started("llm", model_name, prompt)
                     t0 = time.perf_counter()
                     response = await backend.acompletion(_as_messages(prompt), **sampling)
             except asyncio.CancelledError:
@@ -255,7 +261,8 @@ class RunHost:
             if not started:
                 return error or self._cancelled_text()
             dt = time.perf_counter() - t0
-            call = self._completed(prompt, model_name, label, backend, response, error, dt)
+            call = self._completed(prompt, model_name, label, backend, response, error, dt,
+                                   call_id)
             records[i] = call
             if recursive:
                 self._fire("on_subcall_complete", child_depth, model_name, dt, error)
@@ -397,12 +404,13 @@ class RunHost:
         try:
             from ._rlm import _Run
 
-            child_run = _Run(child, prompt, None, parent=run)
+            call_id = run.new_call_id()
+            child_run = _Run(child, prompt, None, parent=run, parent_call_id=call_id)
             if not batch.add(child_run):
                 child_run.cancel("cancelled")
             model_name = child.root_model_name
             self._fire("on_subcall_start", child_depth, model_name, _preview(prompt))
-            self._started("rlm", model_name, prompt)
+            self._started("rlm", model_name, prompt, call_id)
             t0 = time.perf_counter()
             error: str | None = None
             try:
@@ -415,12 +423,13 @@ class RunHost:
                     usage_summary=child_run.tracker.summary(),
                     execution_time=time.perf_counter() - t0, error=error,
                     error_type=type(exc).__name__, depth=child_depth,
-                    metadata=child_run.trajectory())
+                    metadata=child_run.trajectory(), call_id=call_id)
                 text = error if not partial else f"{error} (partial answer: {partial})"
                 if not isinstance(exc, RLMError):
                     rlm._warn_once(f"a child RLM failed unexpectedly: {error}")
             else:
                 text = result.response
+                result.call_id = call_id
             finally:
                 batch.discard(child_run)
         finally:
@@ -431,5 +440,5 @@ class RunHost:
                                   kind="rlm", model=model_name, duration=dt, error=error,
                                   input_tokens=result.usage_summary.total_input_tokens,
                                   output_tokens=result.usage_summary.total_output_tokens,
-                                  cost=result.usage_summary.total_cost))
+                                  cost=result.usage_summary.total_cost, call_id=call_id))
         return text, result

@@ -139,6 +139,7 @@ def remote_children(host: RunHost, prompts: list[Any], model: str | None) -> lis
     child_depth = run.depth + 1
     sent: list[int] = []
     started: dict[int, float] = {}
+    call_ids: dict[int, str] = {}
 
     def jobs() -> Iterator[dict[str, Any]]:
         for i, prompt in enumerate(prompts):
@@ -149,7 +150,7 @@ def remote_children(host: RunHost, prompts: list[Any], model: str | None) -> lis
             settings = dict(base, max_budget=run.remaining_budget(),
                             max_timeout=run.remaining_time(), max_tokens=run.remaining_tokens())
             host._fire("on_subcall_start", child_depth, model_name, _preview(prompt))
-            host._started("rlm", model_name, prompt)
+            call_ids[i] = host._started("rlm", model_name, prompt)
             started[i] = time.perf_counter()
             sent.append(i)
             yield {"settings": settings, "prompt": prompt, "logger": rlm.logger is not None}
@@ -180,13 +181,14 @@ def remote_children(host: RunHost, prompts: list[Any], model: str | None) -> lis
                 root_model=out.get("root_model") or model_name, prompt=prompts[i],
                 response=str(out.get("response") if err is None else (partial or err)),
                 usage_summary=summary, execution_time=float(out.get("execution_time") or dt),
-                metadata=meta, error=err, error_type=out.get("error_type"), depth=child_depth)
+                metadata=meta, error=err, error_type=out.get("error_type"), depth=child_depth,
+                call_id=call_ids.get(i))
             host._fire("on_subcall_complete", child_depth, model_name, dt, err)
             run.emit(SubcallCompleted(
                 run_id=run.run_id, depth=run.depth, parent_run_id=run.parent_run_id, kind="rlm",
                 model=model_name, duration=dt, error=err,
                 input_tokens=summary.total_input_tokens, output_tokens=summary.total_output_tokens,
-                cost=summary.total_cost))
+                cost=summary.total_cost, call_id=call_ids.get(i)))
     except BaseException:
         handle.cancel()  # the cell was stopped while it waited: its children go with it
         raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import threading
 import time
 import uuid
@@ -562,7 +563,8 @@ class _Run:
     all of them, children's children included.
     """
 
-    def __init__(self, rlm: RLM, prompt: Any, root_prompt: str | None, parent: _Run | None):
+    def __init__(self, rlm: RLM, prompt: Any, root_prompt: str | None, parent: _Run | None,
+                 parent_call_id: str | None = None):
         self.rlm = rlm
         self.prompt = prompt
         self.root_prompt = root_prompt
@@ -570,6 +572,8 @@ class _Run:
         self.depth = rlm.depth
         self.run_id = uuid.uuid4().hex[:12]
         self.parent_run_id = parent.run_id if parent else None
+        self.parent_call_id = parent_call_id
+        self._call_ids = itertools.count(1)
         self.tracker = UsageTracker(parent.tracker if parent else None)
         self.t0 = time.perf_counter()
         self.deadline = self.t0 + rlm.max_timeout if rlm.max_timeout else None
@@ -787,6 +791,10 @@ class _Run:
             run = run.parent
 
     # -- events ------------------------------------------------------------------------
+    def new_call_id(self) -> str:
+        """An id for the next sub-call of this run (``c1``, ``c2``, ...; unique within the run)."""
+        return f"c{next(self._call_ids)}"
+
     def emit(self, event: Event) -> None:
         for sink in self.sinks:
             try:
@@ -875,7 +883,7 @@ class _Run:
             run_id=self.run_id, depth=self.depth, parent_run_id=self.parent_run_id,
             root_model=rlm.sampling_args.get("model") or backend.model_name, backend=rlm.backend,
             environment=rlm.environment, context_type=ctype, context_lengths=lengths[:1000],
-            root_prompt=self.root_prompt,
+            root_prompt=self.root_prompt, parent_call_id=self.parent_call_id,
             settings={"prompt": self.prompt, "max_depth": rlm.max_depth,
                       "max_iterations": rlm.max_iterations, "max_budget": rlm.max_budget,
                       "max_timeout": rlm.max_timeout, "max_tokens": rlm.max_tokens,

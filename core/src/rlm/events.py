@@ -1,7 +1,10 @@
 """Typed events the kernel sends to logger sinks, in the order they happen.
 
 Every event carries ``run_id`` (one per ``completion()``; children have their own) and
-``depth``; child runs also carry ``parent_run_id``.
+``depth``; child runs also carry ``parent_run_id``. Each sub-call has a ``call_id``, unique within
+its run, on both its ``SubcallStarted`` and ``SubcallCompleted``; the ``RunStarted`` of the child
+run an ``rlm`` sub-call started carries that id as ``parent_call_id``, so a sink links a child to
+the exact call, even among many concurrent ones with the same prompt.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class RunStarted(Event):
     context_type: str
     context_lengths: list[int]
     root_prompt: str | None = None
+    parent_call_id: str | None = None  # the parent's sub-call that started this child run
 
 
 @dataclass(kw_only=True)
@@ -68,6 +72,7 @@ class SubcallStarted(Event):
     kind: str  # "llm" or "rlm"
     model: str
     prompt_preview: str
+    call_id: str | None = None  # unique within the run; the same on the SubcallCompleted
 
 
 @dataclass(kw_only=True)
@@ -79,6 +84,7 @@ class SubcallCompleted(Event):
     input_tokens: int = 0
     output_tokens: int = 0
     cost: float | None = None
+    call_id: str | None = None
 
 
 @dataclass(kw_only=True)

@@ -172,6 +172,8 @@ class RLMChatCompletion:
     error_type: str | None = None
     depth: int = 0
     kind: str = "rlm"  # "rlm" (a completion or child RLM) or "llm" (a plain sub-call)
+    #: A sub-call's id within its parent run (the ``call_id`` of its Subcall events).
+    call_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -188,6 +190,8 @@ class RLMChatCompletion:
             d["error_type"] = self.error_type
         if self.metadata is not None:
             d["metadata"] = self.metadata
+        if self.call_id is not None:
+            d["call_id"] = self.call_id
         return d
 
     @classmethod
@@ -203,6 +207,7 @@ class RLMChatCompletion:
             error_type=data.get("error_type"),
             depth=int(data.get("depth", 0)),
             kind=str(data.get("kind", "rlm")),
+            call_id=data.get("call_id"),
         )
 
 

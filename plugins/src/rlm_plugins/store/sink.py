@@ -240,15 +240,19 @@ class StoreSink:
         ts = float(e.timestamp)
         idx = self._insert_cell(c, e.run_id, iteration, getattr(e, "code", ""), result, ts)
         # The sub-calls this cell made have completed (a helper returns only then): attach them,
-        # and fill in the full prompt and response from the cell's call records, in order.
-        rows = c.execute("SELECT id, kind FROM subcalls WHERE run_id=? AND cell_idx IS NULL AND "
-                         "finished_at IS NOT NULL ORDER BY seq, id", (e.run_id,)).fetchall()
+        # and fill in the full prompt and response from the cell's call records.
+        rows = c.execute("SELECT id, kind, call_id FROM subcalls WHERE run_id=? AND cell_idx IS NULL "
+                         "AND finished_at IS NOT NULL ORDER BY seq, id", (e.run_id,)).fetchall()
         calls = [r for r in (result.get("rlm_calls") or []) if isinstance(r, dict)]
+        by_id = {str(r["call_id"]): r for r in calls if r.get("call_id") is not None}
         for i, row in enumerate(rows):
             c.execute("UPDATE subcalls SET iteration=?, cell_idx=? WHERE id=?",
                       (iteration, idx, row["id"]))
-            if i < len(calls):
+            # By call id; records without one (older events, imports) in order.
+            call = by_id.get(row["call_id"]) if row["call_id"] is not None else None
+            if call is None and not by_id and i < len(calls):
                 call = calls[i]
+            if call is not None:
                 c.execute("UPDATE subcalls SET prompt=?, response=? WHERE id=?",
                           (self._t(call.get("prompt")), self._t(call.get("response")), row["id"]))
         self._touch(c, e.run_id, ts)
