@@ -7,6 +7,7 @@ in prose is ``FINAL(text)`` or ``FINAL_VAR(name)`` at the start of a line outsid
 
 from __future__ import annotations
 
+import functools
 import re
 import textwrap
 from dataclasses import dataclass
@@ -24,6 +25,12 @@ class Fence:
     end: int  # line index of the closing fence
 
 
+@functools.lru_cache(maxsize=64)
+def _closing_fence(char: str, length: int) -> re.Pattern[str]:
+    """The line that closes a fence opened by ``length`` times ``char`` (or more of them)."""
+    return re.compile(r"^[ \t]*" + re.escape(char) + "{" + str(length) + r",}[ \t]*$")
+
+
 def iter_fences(text: str) -> list[Fence]:
     """Every closed fenced block, in order. Unclosed fences are ignored (the reply was cut off)."""
     lines = text.split("\n")
@@ -36,7 +43,7 @@ def iter_fences(text: str) -> list[Fence]:
             i += 1
             continue
         indent, marker, tag = m.group(1), m.group(2), m.group(3).lower()
-        close = re.compile(r"^[ \t]*" + re.escape(marker[0]) + "{" + str(len(marker)) + r",}[ \t]*$")
+        close = _closing_fence(marker[0], len(marker))
         j = i + 1
         while j < n and not close.match(lines[j]):
             j += 1

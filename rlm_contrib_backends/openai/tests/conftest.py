@@ -22,8 +22,19 @@ def server():
         yield srv
 
 
+@pytest.fixture(params=["plain-http", "sdk"])
+def transport(request, monkeypatch):
+    """Async calls to an ``http://`` server go through the lean plain-HTTP client by default;
+    every backend test runs both through it and through the SDK (``RLM_OPENAI_PLAIN_HTTP=0``)."""
+    if request.param == "sdk":
+        monkeypatch.setenv("RLM_OPENAI_PLAIN_HTTP", "0")
+    else:
+        monkeypatch.delenv("RLM_OPENAI_PLAIN_HTTP", raising=False)
+    return request.param
+
+
 @pytest.fixture
-def make_backend(server):
+def make_backend(server, transport):
     """Build an OpenAIBackend on the test server with tiny backoff; closed after the test."""
     from rlm_backend_openai.client import OpenAIBackend
 

@@ -643,7 +643,8 @@ def test_two_loops_get_their_own_clients(server, make_backend):
     try:
         assert loop_a.run_until_complete(backend.acompletion(MSGS)).text == "echo: hello"
         assert loop_b.run_until_complete(backend.acompletion(MSGS)).text == "echo: hello"
-        assert len(backend._pool.async_clients) == 2
+        pools = backend._pool.async_clients if backend._plain_target is None else backend._plain_pools
+        assert len(pools) == 2
         backend.close()  # loops are alive but not running: closed there
     finally:
         loop_a.close()

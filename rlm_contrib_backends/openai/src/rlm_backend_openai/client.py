@@ -16,27 +16,62 @@ backend distributions use too.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import os
+import sys
 import threading
+import urllib.request
+import zlib
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
-import openai
-
-from rlm.exceptions import (AuthenticationError, BackendConnectionError, BackendError,
-                            BackendTimeoutError, BadResponseError, ConfigurationError)
-from rlm.plugin import (OPENAI_PRICES, ClientPool, PriceTable, RetryPolicy, Secret, as_int, check_sdk_kwargs,
-                        content_chars,
-                        error_for_status, error_message_of, estimate_token_count, estimated_usage,
-                        lookup_model, missing_key_error, parse_retry_after, redact, reported_cost)
+from rlm.exceptions import (
+    AuthenticationError,
+    BackendConnectionError,
+    BackendError,
+    BackendTimeoutError,
+    BadResponseError,
+    ConfigurationError,
+)
+from rlm.plugin import (
+    OPENAI_PRICES,
+    ClientPool,
+    PriceTable,
+    RetryPolicy,
+    Secret,
+    as_int,
+    check_sdk_kwargs,
+    content_chars,
+    error_for_status,
+    error_message_of,
+    estimate_token_count,
+    estimated_usage,
+    lookup_model,
+    missing_key_error,
+    parse_retry_after,
+    redact,
+    reported_cost,
+)
 from rlm.types import ModelResponse, Usage
+
+from ._plainhttp import PlainHTTPPool, ProtocolError, request_head
 
 __all__ = ["AzureOpenAIBackend", "CONTEXT_WINDOWS", "OpenAIBackend", "PRICES", "lookup_model"]
 
 log = logging.getLogger("rlm_backend_openai")
+
+
+def _sdk() -> Any:
+    """The ``openai`` SDK, imported on first use: it takes 0.5–0.8 s to import here, and requests
+    to a plain-HTTP local server never need it (see ``_plain_acompletion``)."""
+    import openai
+
+    return openai
 
 OFFICIAL_HOST = "api.openai.com"
 PLACEHOLDER_API_KEY = "not-needed"  # sent to custom endpoints when no key is configured
@@ -69,6 +104,10 @@ CONTEXT_WINDOWS: dict[str, int] = {
     "o3-mini": 200_000,
     "o4-mini": 200_000,
 }
+
+# SDK client arguments the plain-HTTP path reproduces; any other one sends requests through the SDK.
+_PLAIN_SDK_KWARGS = frozenset({"api_key", "base_url", "timeout", "max_retries", "organization",
+                               "default_headers"})
 
 # Request options of the SDK that callers may pass among the sampling arguments.
 _OPTION_KEYS = ("extra_headers", "extra_query", "extra_body", "timeout")
@@ -150,12 +189,16 @@ class OpenAIBackend:
         self._api_key = Secret(self._resolve_api_key(api_key))
         self._http_client = client_kwargs.pop("http_client", None)
         self._async_http_client = client_kwargs.pop("async_http_client", None)
-        check_sdk_kwargs(type(self).__name__, getattr(openai, self._sdk_class_name), client_kwargs)
+        if client_kwargs:  # only extra arguments need the SDK class to be checked against
+            check_sdk_kwargs(type(self).__name__, getattr(_sdk(), self._sdk_class_name), client_kwargs)
         self._client_kwargs = client_kwargs
         # One sync client and one async client per event loop, made on first use and reused.
         self._pool = ClientPool(lambda: self._wrap_construct(self._make_sync_client),
                                 lambda: self._wrap_construct(self._make_async_client))
         self._warned_estimate = False
+        # Plain-HTTP connection pools, one per event loop (see _plain_acompletion).
+        self._plain_pools: dict[asyncio.AbstractEventLoop, PlainHTTPPool] = {}
+        self._plain_lock = threading.Lock()
 
     # -- configuration --------------------------------------------------------------------
     @property
@@ -226,13 +269,13 @@ class OpenAIBackend:
         kw = self._sdk_kwargs()
         if self._http_client is not None:
             kw["http_client"] = self._http_client
-        return openai.OpenAI(**kw)
+        return _sdk().OpenAI(**kw)
 
     def _make_async_client(self) -> Any:
         kw = self._sdk_kwargs()
         if self._async_http_client is not None:
             kw["http_client"] = self._async_http_client
-        return openai.AsyncOpenAI(**kw)
+        return _sdk().AsyncOpenAI(**kw)
 
     def _sync_client(self) -> Any:
         return self._pool.sync()
@@ -243,12 +286,22 @@ class OpenAIBackend:
     def _wrap_construct(self, make: Any) -> Any:
         try:
             return make()
-        except openai.OpenAIError as exc:  # the SDK refused its configuration
+        except _sdk().OpenAIError as exc:  # the SDK refused its configuration
             raise ConfigurationError(f"{self.backend_name}: {self._redact(str(exc))}") from None
 
     def close(self) -> None:
         """Close the connection pools. Safe to call twice, from inside or outside an event loop."""
         self._pool.close()
+        with self._plain_lock:
+            pools, self._plain_pools = list(self._plain_pools.items()), {}
+        for loop, pool in pools:
+            if loop.is_closed() or not loop.is_running():
+                pool.close()
+            else:
+                try:
+                    loop.call_soon_threadsafe(pool.close)
+                except RuntimeError:  # closed in between
+                    pool.close()
 
     async def aclose(self) -> None:
         """Close the pools, awaiting the current loop's async client."""
@@ -273,6 +326,8 @@ class OpenAIBackend:
 
     async def acompletion(self, messages: Sequence[Mapping[str, Any]] | str, **sampling: Any) -> ModelResponse:
         body, model, options = self._build(messages, sampling)
+        if not options and self._plain_target is not None:
+            return await self._plain_acompletion(body, model)
         client = self._async_client()
 
         async def attempt(n: int) -> ModelResponse:
@@ -281,6 +336,104 @@ class OpenAIBackend:
             return self._parse(raw, body, model)
 
         return await self.retry.acall(attempt, self._classifier(model, options))
+
+    # -- the lean path for plain-HTTP local servers (see _plainhttp) ---------------------
+    @functools.cached_property
+    def _plain_target(self) -> tuple[str, int, str] | None:
+        """``(host, port, path)`` of the chat-completions URL when requests may skip the SDK:
+        an ``http://`` base URL, no proxy for it in the environment, no custom HTTP client or
+        extra SDK arguments, the plain OpenAI client (not Azure). None otherwise."""
+        if (self._sdk_class_name != "OpenAI" or self.base_url is None or self._client_kwargs
+                or self._http_client is not None or self._async_http_client is not None
+                or type(self)._make_async_client is not OpenAIBackend._make_async_client
+                or os.environ.get("RLM_OPENAI_PLAIN_HTTP", "1") == "0"):
+            return None
+        kw = self._sdk_kwargs()  # subclasses add headers here (Portkey, OpenRouter)
+        if set(kw) - _PLAIN_SDK_KWARGS or kw.get("base_url") != self.base_url:
+            return None
+        url = urlsplit(self.base_url)
+        if url.scheme != "http" or not url.hostname or url.query or url.fragment:
+            return None
+        proxies = urllib.request.getproxies_environment()
+        if (proxies.get("http") or proxies.get("all")) and not urllib.request.proxy_bypass_environment(
+                url.hostname, proxies):
+            return None
+        try:
+            port = url.port or 80
+        except ValueError:
+            return None
+        return url.hostname, port, url.path.rstrip("/") + _PATH
+
+    @functools.cached_property
+    def _plain_headers(self) -> dict[str, str]:
+        kw = self._sdk_kwargs()
+        headers = {"Content-Type": "application/json", "Accept": "application/json",
+                   "User-Agent": "rlm-backend-openai (plain-http)",
+                   "Authorization": f"Bearer {kw['api_key']}"}
+        if kw.get("organization"):
+            headers["OpenAI-Organization"] = kw["organization"]
+        headers.update(kw.get("default_headers") or {})
+        return headers
+
+    def _plain_pool(self) -> PlainHTTPPool:
+        loop = asyncio.get_running_loop()
+        pools = self._plain_pools
+        pool = pools.get(loop)
+        if pool is None:
+            with self._plain_lock:
+                for old in [lp for lp in pools if lp.is_closed()]:
+                    pools.pop(old).close()
+                host, port, _ = self._plain_target  # type: ignore[misc]
+                pool = pools.setdefault(loop, PlainHTTPPool(host, port))
+        return pool
+
+    async def _plain_acompletion(self, body: dict[str, Any], model: str) -> ModelResponse:
+        host, port, path = self._plain_target  # type: ignore[misc]
+        netloc = host if port == 80 else f"{host}:{port}"
+        if ":" in host:
+            netloc = f"[{host}]:{port}"
+        payload = json.dumps(body).encode("utf-8")
+        pool = self._plain_pool()
+
+        async def attempt(n: int) -> ModelResponse:
+            headers = self._plain_headers
+            if n:
+                headers = {**headers, "x-stainless-retry-count": str(n)}
+            head = request_head("POST", path, netloc, headers, len(payload))
+            tries = f" (after {n + 1} attempts)" if n else ""
+            try:
+                async with asyncio.timeout(self.timeout):
+                    response = await pool.request(head, payload)
+            except TimeoutError:
+                raise BackendTimeoutError(
+                    f"{self.backend_name} ({model}): no answer within the request timeout "
+                    f"({self.timeout} s){tries}", backend=self.backend_name, model=model) from None
+            except (OSError, EOFError, ProtocolError, zlib.error) as exc:
+                raise BackendConnectionError(self._redact(
+                    f"{self.backend_name} ({model}): could not reach {self.base_url} or the connection "
+                    f"was reset{tries}: {type(exc).__name__}: {exc}"), backend=self.backend_name,
+                    model=model) from None
+            if not 200 <= response.status < 300:
+                raise self._plain_status_error(response, model, n)
+            return self._parse(response.body, body, model)
+
+        return await self.retry.acall(attempt, self._classifier(model, {}))
+
+    def _plain_status_error(self, response: Any, model: str, attempt: int) -> BackendError:
+        """The error the SDK path raises for this status and body: the same ``_status_error``
+        (subclasses refine it) fed with what the SDK's exception would carry."""
+        text = response.body.decode("utf-8", "replace").strip()
+        data: Any = text
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            pass
+        else:
+            data = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
+        shim = SimpleNamespace(status_code=response.status, body=data,
+                               message=f"Error code: {response.status} - {data}",
+                               response=SimpleNamespace(headers=response.headers))
+        return self._status_error(shim, model, attempt)
 
     def _classifier(self, model: str, options: Mapping[str, Any]) -> Any:
         timeout = options.get("timeout")
@@ -435,6 +588,10 @@ class OpenAIBackend:
         tries = f" (after {attempt + 1} attempts)" if attempt else ""
         if isinstance(exc, BackendError):
             return exc
+        # SDK exceptions exist only once the SDK is imported (the plain-HTTP path never imports it).
+        openai = sys.modules.get("openai")
+        if openai is None:
+            return BackendError(f"{name} ({model}): {type(exc).__name__}: {self._redact(str(exc))}", **kw)
         if isinstance(exc, openai.APITimeoutError):
             return BackendTimeoutError(f"{name} ({model}): no answer within the request timeout "
                                        f"({timeout if timeout is not None else self.timeout} s){tries}",
@@ -553,13 +710,13 @@ class AzureOpenAIBackend(OpenAIBackend):
         kw = self._azure_kwargs()
         if self._http_client is not None:
             kw["http_client"] = self._http_client
-        return openai.AzureOpenAI(**kw)
+        return _sdk().AzureOpenAI(**kw)
 
     def _make_async_client(self) -> Any:
         kw = self._azure_kwargs()
         if self._async_http_client is not None:
             kw["http_client"] = self._async_http_client
-        return openai.AsyncAzureOpenAI(**kw)
+        return _sdk().AsyncAzureOpenAI(**kw)
 
     def __repr__(self) -> str:
         key = "'***'" if self.has_api_key else "None"
