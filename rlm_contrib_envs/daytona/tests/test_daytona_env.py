@@ -5,8 +5,6 @@ the provider's message, credentials, settings, a dying sandbox, whole RLM comple
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -20,6 +18,7 @@ from rlm.testing import OpenAICompatibleServer
 from rlm_env_daytona.env import DaytonaREPL
 from rlm_testkit.environments import RecordingHost
 from rlm_testkit.helpers import is_root_turn
+from rlm_testkit.imports import packages_imported_by
 
 needs_bwrap = pytest.mark.skipif(NO_BWRAP, reason=BWRAP_REASON)
 CLOSED = "http://127.0.0.1:9/api"  # the discard port: nothing listens on it here
@@ -55,12 +54,8 @@ def first(flow, name):
 
 
 def test_plugin_and_rlm_import_without_the_sdk():
-    code = ("import sys, rlm, rlm_env_daytona.plugin\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('daytona', 'daytona_api_client', 'daytona_toolbox_api_client')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
-    assert out.strip() == "[]"
+    assert packages_imported_by("import rlm, rlm_env_daytona.plugin", [
+        "daytona", "daytona_api_client", "daytona_toolbox_api_client"]) == []
 
 
 def test_missing_credentials_name_the_variables_and_the_login(monkeypatch, tmp_path):

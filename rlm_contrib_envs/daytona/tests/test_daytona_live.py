@@ -8,17 +8,12 @@ them). ``DAYTONA_API_URL`` and ``DAYTONA_TARGET`` are honoured when set.
 
 from __future__ import annotations
 
-import os
-
-import pytest
 import rlm_env_daytona.plugin
 from _daytona_support import NOT_BLOCKED
 from rlm_testkit.environments import EnvironmentTests, EscapeTests
+from rlm_testkit.live import live_only
 
-LIVE = os.environ.get("RLM_LIVE_TESTS") == "1" and bool(os.environ.get("DAYTONA_API_KEY"))
-pytestmark = pytest.mark.skipif(
-    not LIVE, reason="live Daytona tests: set RLM_LIVE_TESTS=1 and DAYTONA_API_KEY (they create "
-                     "real sandboxes on that account)")
+pytestmark = live_only("Daytona", ["DAYTONA_API_KEY"])
 
 LIVE_KWARGS = {"memory_limit": "512m", "timeout": 180}
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from rlm_testkit.live import live_requested
 
 ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:
@@ -38,7 +39,7 @@ needs_bwrap = pytest.mark.skipif(not HAVE_BWRAP and os.environ.get("CI") != "tru
 
 EMULATOR = E2BEmulator().start()
 atexit.register(EMULATOR.close)
-if os.environ.get("RLM_LIVE_TESTS") != "1":
+if not live_requested():
     # A safety net: code that forgets the explicit URLs still only reaches the emulator.
     os.environ.update({"E2B_API_URL": EMULATOR.api_url, "E2B_SANDBOX_URL": EMULATOR.sandbox_url})
 

@@ -5,8 +5,6 @@ Also: the plugin stays cheap to import, and bad settings are refused with the fi
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.parse
@@ -16,6 +14,7 @@ import pytest
 from _e2b_support import EMULATOR, emulator_kwargs, needs_bwrap
 from rlm.exceptions import ConfigurationError
 from rlm_env_e2b.env import E2BREPL
+from rlm_testkit.imports import packages_imported_by
 
 pytestmark = needs_bwrap
 
@@ -113,12 +112,8 @@ def test_sandbox_lifetime_is_enforced():
 
 
 def test_importing_rlm_and_the_plugin_does_not_import_the_sdk():
-    code = ("import sys, rlm, rlm_env_e2b, rlm_env_e2b.plugin\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('e2b', 'e2b_code_interpreter', 'httpx', 'pyqwest')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
-    assert out.strip() == "[]"
+    assert packages_imported_by("import rlm, rlm_env_e2b, rlm_env_e2b.plugin", [
+        "e2b", "e2b_code_interpreter", "httpx", "pyqwest"]) == []
 
 
 @pytest.mark.parametrize("kwargs,words", [

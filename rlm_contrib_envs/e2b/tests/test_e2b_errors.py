@@ -92,7 +92,7 @@ def test_provider_errors_on_create_quote_the_provider(status, message, words):
     for word in words:
         assert word in str(exc), str(exc)
     assert created == []
-    EMULATOR._faults.clear()
+    EMULATOR.clear_faults()
 
 
 def test_an_unreachable_service_says_so():

@@ -8,17 +8,13 @@ and deletes real sandboxes, which costs money and needs the network. Run them wi
 
 from __future__ import annotations
 
-import os
-
-import pytest
 import rlm_env_e2b.plugin
 from _e2b_support import LIVE
 from rlm_testkit.environments import EnvironmentTests, EscapeTests
+from rlm_testkit.live import live_only
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("RLM_LIVE_TESTS") != "1" or not LIVE["api_key"],
-    reason="live E2B tests: set RLM_LIVE_TESTS=1 and E2B_API_KEY to run them against the real "
-           "service (they create real sandboxes)")
+# _e2b_support took E2B_API_KEY out of the environment (nothing else may reach E2B): look there.
+pytestmark = live_only("E2B", ["E2B_API_KEY"], environ={"E2B_API_KEY": LIVE["api_key"]})
 
 LIVE_KWARGS = {**{k: v for k, v in LIVE.items() if v}, "memory_limit": "512m",
                "startup_timeout": 120.0}

@@ -208,3 +208,15 @@ def test_rlm_completion_over_http(mode: str) -> None:
         second_prompt = "\n".join(str(m["content"]) for m in second[2:])
     assert result.response == "11:ok:11"
     assert "Wall time" in second_prompt and "Out[1]: 11" in second_prompt
+
+
+def test_usage_instructions_describe_the_mode_and_its_settings(mode: str) -> None:
+    env = make(mode, cell_timeout=7.5, max_output_chars=12345)
+    try:
+        text = env.usage_instructions()
+        where = "separate process" if mode == "ipython-kernel" else "inside the host process"
+        assert where in text and "(not a sandbox)" in text
+        assert "at most 7.5 seconds" in text and "12,345 characters" in text
+        assert "shown as Out[n]" in text  # the default echo setting
+    finally:
+        env.shutdown()

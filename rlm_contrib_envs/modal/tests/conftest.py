@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from rlm_testkit.live import live_requested
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 if ROOT not in sys.path:  # tests.emulators.modal lives at the repository's root
@@ -24,7 +25,7 @@ if importlib.util.find_spec("rlm_env_modal") is None or importlib.util.find_spec
     # Not installed (the `modal` extra): nothing here can be imported, so nothing is collected.
     collect_ignore_glob = ["test_*.py"]
 
-LIVE = os.environ.get("RLM_LIVE_TESTS") == "1"
+LIVE = live_requested()
 NO_BWRAP = shutil.which("bwrap") is None and os.environ.get("CI") != "true"
 BWRAP_REASON = "the Modal emulator runs sandboxes under bubblewrap (scripts/ci/sandbox.sh)"
 

@@ -17,6 +17,7 @@ from modal_proto import api_pb2
 from rlm_env_modal.env import BASE_DIR, ModalREPL
 from rlm_env_modal.transport import BOOT, WRITE_PIECE, ModalProcess, boot_payload
 from rlm_testkit.environments import RecordingHost
+from rlm_testkit.imports import packages_imported_by
 
 
 def started(**kwargs):
@@ -250,14 +251,7 @@ def test_concurrent_environments_get_separate_sandboxes(modal_emulator):
 
 
 def test_importing_rlm_and_the_plugin_does_not_import_the_sdk():
-    import subprocess
-    import sys
-
-    code = "import sys, rlm, rlm_env_modal.plugin\n"
-    code += "print(sorted(m for m in sys.modules if m == 'modal' or m.startswith('modal.')))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
-    assert out.strip() == "[]"
+    assert packages_imported_by("import rlm, rlm_env_modal.plugin", ["modal"]) == []
 
 
 def test_the_environment_is_registered_by_its_entry_point():

@@ -12,28 +12,31 @@ from __future__ import annotations
 
 import os
 
+import modal
 import pytest
 import rlm_env_modal.plugin
 from rlm_testkit.environments import EnvironmentTests, EscapeTests
+from rlm_testkit.live import live_only
+
+CREDENTIALS = ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET")
 
 
-def _live_reason() -> str | None:
-    if os.environ.get("RLM_LIVE_TESTS") != "1":
-        return "live Modal tests run only with RLM_LIVE_TESTS=1 (and Modal credentials)"
+def _modal_credentials() -> dict[str, str | None]:
+    """The token as the SDK resolves it: its variables, or the profile ``modal setup`` wrote."""
+    config = modal.config.config
+    return {"MODAL_TOKEN_ID": config.get("token_id"),
+            "MODAL_TOKEN_SECRET": config.get("token_secret")}
+
+
+def _not_an_emulator() -> str | None:
     if "127.0.0.1" in os.environ.get("MODAL_SERVER_URL", ""):
         return "MODAL_SERVER_URL points at an emulator, not at Modal"
-    try:
-        import modal
-    except ImportError:
-        return "the modal SDK is not installed"
-    config = modal.config.config
-    if not (config.get("token_id") and config.get("token_secret")):
-        return "no Modal credentials (MODAL_TOKEN_ID / MODAL_TOKEN_SECRET, or `modal setup`)"
     return None
 
 
-REASON = _live_reason()
-pytestmark = [pytest.mark.live, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+pytestmark = [pytest.mark.live,
+              live_only("Modal", CREDENTIALS, environ=_modal_credentials(),
+                        check=_not_an_emulator, hint="or a profile from `modal setup`")]
 
 LIVE_KWARGS = {"app_name": "rlm-live-tests", "timeout": 600, "memory_limit": "512m",
                "startup_timeout": 300}

@@ -26,6 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlm.exceptions import RLMEnvironmentError
+from rlm_env_sandbox.bwrap import bwrap_command, drop_root, find_bwrap
+
 HOME = "/home/daytona"
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 _uids = itertools.count(0)
@@ -282,34 +285,23 @@ class Box:
         return [prlimit, *caps, "--"]
 
     def _argv(self, command: str) -> list[str]:
-        bwrap = shutil.which("bwrap")
-        if bwrap is None:
-            raise SandboxFault(500, "the emulator runs sandbox processes under bubblewrap, which "
-                                    "is not installed (scripts/ci/sandbox.sh installs it)")
-        argv = self._limits()
-        if self.root_user:
-            argv += [shutil.which("setpriv") or "setpriv", f"--reuid={self.uid}",
-                     f"--regid={self.uid}", "--clear-groups", "--"]
-        argv += [bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
-                 "--die-with-parent", "--new-session", "--as-pid-1", "--hostname", f"daytona-{self.id[:8]}",
-                 "--clearenv"]
-        env = {"PATH": SANDBOX_PATH, "HOME": HOME, "LANG": "C.UTF-8", "USER": "daytona",
-               **self.env}
-        for name, value in env.items():
-            argv += ["--setenv", name, value]
-        argv += ["--ro-bind", "/usr", "/usr"]
-        for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
-            if os.path.islink(top):
-                argv += ["--symlink", os.readlink(top), top]
-            elif os.path.isdir(top):
-                argv += ["--ro-bind", top, top]
+        try:
+            bwrap = find_bwrap("the Daytona emulator's sandboxes")
+            argv = self._limits()
+            if self.root_user:
+                argv += drop_root(self.uid)
+        except RLMEnvironmentError as exc:
+            raise SandboxFault(500, str(exc)) from None
+        mounts: list[str] = []
         prefix = os.path.realpath(sys.base_prefix)
         if not os.path.exists("/usr/bin/python3") and not prefix.startswith("/usr"):
-            argv += ["--ro-bind", prefix, "/usr/local"]  # a python3 for the sandbox's PATH
-        argv += ["--proc", "/proc", "--dev", "/dev", "--bind", self.tmp, "/tmp",
-                 "--dir", "/home", "--bind", self.home, HOME, "--chdir", HOME,
-                 "--", "/bin/sh", "-c", command]
-        return argv
+            mounts += ["--ro-bind", prefix, "/usr/local"]  # a python3 for the sandbox's PATH
+        mounts += ["--bind", self.tmp, "/tmp", "--dir", "/home", "--bind", self.home, HOME]
+        env = {"PATH": SANDBOX_PATH, "HOME": HOME, "LANG": "C.UTF-8", "USER": "daytona",
+               **self.env}
+        return argv + bwrap_command(["/bin/sh", "-c", command], bwrap=bwrap,
+                                    hostname=f"daytona-{self.id[:8]}", env=env, chdir=HOME,
+                                    mounts=mounts, as_pid_1=True)
 
 
 __all__ = ["HOME", "Box", "Command", "SandboxFault", "Session"]

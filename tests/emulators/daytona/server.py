@@ -44,6 +44,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from .._faults import FaultPlan
+from .._loop import LoopThread
 from .box import Box, Command, SandboxFault
 
 STDOUT_PREFIX = b"\x01\x01\x01"
@@ -62,12 +64,12 @@ class Recorded:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Fault:
-    route: str
+    """An error answer scripted by a test (see :meth:`DaytonaEmulator.fail`)."""
+
     status: int
     message: str
-    times: int
 
 
 @dataclass
@@ -112,13 +114,12 @@ class DaytonaEmulator:
         self.root = root or tempfile.mkdtemp(prefix="daytona-emulator-")
         self.requests: list[Recorded] = []
         self.sandboxes: dict[str, Sandbox] = {}
-        self.faults: list[Fault] = []
+        self.faults: FaultPlan[Fault] = FaultPlan()
         #: When set, new sandboxes end in state ``error`` with this reason instead of starting.
         self.start_error: str | None = None
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: LoopThread | None = None
         self.port = 0
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -133,43 +134,26 @@ class DaytonaEmulator:
         return f"{self.base_url}/api"
 
     def start(self) -> DaytonaEmulator:
-        ready = threading.Event()
-        failure: list[BaseException] = []
+        async def listen() -> int:
+            runner = web.AppRunner(self._app(), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self._runner = runner
+            return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                runner = web.AppRunner(self._app(), access_log=None)
-                loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, "127.0.0.1", 0)
-                loop.run_until_complete(site.start())
-                self._runner = runner
-                self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            except BaseException as exc:  # noqa: BLE001
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="daytona-emulator", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if failure:
-            raise failure[0]
+        self._thread = LoopThread("daytona-emulator")
+        self.port = self._thread.start(listen)
         return self
 
     def stop(self) -> None:
         for sb in list(self.sandboxes.values()):
             if sb.box is not None:
                 sb.box.destroy()
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._loop = None
+        if self._thread is not None:
+            runner, self._runner = self._runner, None
+            self._thread.stop(runner.cleanup if runner is not None else None)
+            self._thread = None
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -186,8 +170,7 @@ class DaytonaEmulator:
         error ``status`` and ``message``, in the body the real service uses."""
         if route not in self.routes():
             raise ValueError(f"unknown route {route!r}; known: {sorted(self.routes())}")
-        with self._lock:
-            self.faults.append(Fault(route, status, message, times))
+        self.faults.add(route, Fault(status, message), times)
 
     def kill_sandbox(self, sandbox_id: str, reason: str = "the sandbox's runner was lost") -> None:
         """The sandbox dies: its processes are killed, it goes to state ``error``."""
@@ -254,10 +237,7 @@ class DaytonaEmulator:
             rec.status = 401
             return self._error(request, 401, "Invalid credentials", toolbox=False)
         toolbox = request.path.startswith("/toolbox/")
-        with self._lock:
-            fault = next((f for f in self.faults if f.route == route and f.times > 0), None)
-            if fault is not None:
-                fault.times -= 1
+        fault = self.faults.take(route)
         if fault is not None:
             rec.status = fault.status
             rec.summary["fault"] = fault.message

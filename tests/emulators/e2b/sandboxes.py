@@ -21,6 +21,8 @@ import threading
 import time
 from typing import Any
 
+from rlm_env_sandbox.bwrap import bwrap_command, drop_root, find_bwrap
+
 SANDBOX_UID = 65534
 HOME = "/home/user"
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
@@ -193,40 +195,19 @@ class LocalSandbox:
 
     # --- processes ----------------------------------------------------------------------
 
-    def _argv(self, cmd: str, args: list[str], cwd: str) -> list[str]:
-        bwrap = shutil.which("bwrap")
-        if bwrap is None:
-            raise RuntimeError("the E2B emulator confines sandboxes with bubblewrap ('bwrap'), "
-                               "which is not installed: apt-get install bubblewrap")
-        argv: list[str] = []
-        if self._as_root:
-            argv += [shutil.which("setpriv") or "setpriv", f"--reuid={SANDBOX_UID}",
-                     f"--regid={SANDBOX_UID}", "--clear-groups", "--"]
-        argv += [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
-                 "--new-session", "--hostname", self.sandbox_id, "--clearenv"]
-        for name, value in {**BASE_ENV, **self.env_vars}.items():
-            argv += ["--setenv", name, value]
-        argv += ["--ro-bind", "/usr", "/usr"]
-        for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
-            if os.path.islink(top):
-                argv += ["--symlink", os.readlink(top), top]
-            elif os.path.isdir(top):
-                argv += ["--ro-bind", top, top]
-        argv += ["--proc", "/proc", "--dev", "/dev",
-                 "--bind", os.path.join(self.root, "home"), "/home",
-                 "--bind", os.path.join(self.root, "tmp"), "/tmp",
-                 "--chdir", cwd or HOME, "--", cmd, *args]
-        return argv
+    def _argv(self, cmd: str, args: list[str], cwd: str, envs: dict[str, str]) -> list[str]:
+        bwrap = find_bwrap("the E2B emulator's sandboxes")
+        prefix = drop_root(SANDBOX_UID) if self._as_root else []
+        mounts = ["--bind", os.path.join(self.root, "home"), "/home",
+                  "--bind", os.path.join(self.root, "tmp"), "/tmp"]
+        # per-process variables over the sandbox's over the base ones
+        env = {**BASE_ENV, **self.env_vars, **envs}
+        return prefix + bwrap_command([cmd, *args], bwrap=bwrap, hostname=self.sandbox_id,
+                                      env=env, chdir=cwd or HOME, mounts=mounts)
 
     def start(self, cmd: str, args: list[str], envs: dict[str, str], cwd: str,
               stdin: bool) -> SandboxProcess:
-        argv = self._argv(cmd, args, cwd)
-        if envs:  # per-process variables, set inside after --clearenv
-            at = argv.index("--ro-bind")
-            extra: list[str] = []
-            for name, value in envs.items():
-                extra += ["--setenv", name, value]
-            argv[at:at] = extra
+        argv = self._argv(cmd, args, cwd, envs)
         popen = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  start_new_session=True, cwd="/", env={"PATH": BASE_ENV["PATH"]},

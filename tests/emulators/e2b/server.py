@@ -41,6 +41,7 @@ from typing import Any, Self
 from e2b.envd.process import process_pb as P
 from protobuf import Oneof
 
+from .._faults import FaultPlan
 from .connect import HTTP_STATUS, RPCError, end_stream, envelope, read_envelopes
 from .sandboxes import LocalSandbox, SandboxProcess, make_base_dir
 
@@ -63,12 +64,10 @@ class Recorded:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Fault:
-    op: str
     status: int | None  # None: the connection is dropped without an answer
     message: str
-    times: int
     headers: dict[str, str]
 
 
@@ -163,7 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _fault(self, op: str) -> bool:
         """Answer with a scripted fault for ``op``, if one is pending."""
         self._record.op = op
-        fault = self.server.emulator._take_fault(op)
+        fault = self.server.emulator._faults.take(op)
         if fault is None:
             return False
         self._body()
@@ -437,7 +436,7 @@ class E2BEmulator:
         self.templates = set(templates)
         self.sandboxes: dict[str, LocalSandbox] = {}
         self.requests: list[Recorded] = []
-        self._faults: list[_Fault] = []
+        self._faults: FaultPlan[_Fault] = FaultPlan()
         self._lock = threading.Lock()
         self._base = make_base_dir()
         self._api = _Server(self, "api")
@@ -500,8 +499,11 @@ class E2BEmulator:
         """Answer the next ``times`` requests of ``op`` with ``status`` and ``message`` (``None``:
         drop the connection). Ops: create, kill, set_timeout, health, upload, download, start,
         connect, send_input, send_signal, close_stdin, list."""
-        with self._lock:
-            self._faults.append(_Fault(op, status, message, times, dict(headers or {})))
+        self._faults.add(op, _Fault(status, message, dict(headers or {})), times)
+
+    def clear_faults(self) -> int:
+        """Drop the faults not yet used; returns how many there were."""
+        return self._faults.clear()
 
     def kill_sandbox(self, sandbox_id: str, *, record: bool = True) -> None:
         """End a sandbox as the provider does (its timeout passed, it crashed)."""
@@ -528,14 +530,6 @@ class E2BEmulator:
     def _add(self, record: Recorded) -> None:
         with self._lock:
             self.requests.append(record)
-
-    def _take_fault(self, op: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.op == op and fault.times > 0:
-                    fault.times -= 1
-                    return fault
-        return None
 
     def _create(self, template: str, timeout: float, env_vars: dict[str, str],
                 metadata: dict[str, str], allow_internet: bool | None) -> LocalSandbox:

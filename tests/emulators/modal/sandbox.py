@@ -21,34 +21,23 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlm_env_sandbox.bwrap import bwrap_command, find_bwrap
+
 PYTHON = "/usr/bin/python3"
 
 
 def bwrap_argv(root: str, argv: list[str], *, workdir: str | None, env: dict[str, str],
                block_network: bool) -> list[str]:
-    """The bubblewrap command that runs ``argv`` inside the sandbox rooted at ``root``."""
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        raise RuntimeError("the Modal emulator needs bubblewrap (apt-get install bubblewrap)")
-    cmd = [bwrap, "--unshare-user", "--uid", "0", "--gid", "0", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-           "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session",
-           "--hostname", "modal", "--clearenv"]
-    if block_network:
-        cmd.append("--unshare-net")
+    """The bubblewrap command that runs ``argv`` inside the sandbox rooted at ``root`` (as root
+    inside, like a Modal container's default user)."""
+    bwrap = find_bwrap("the Modal emulator's sandboxes")
     base_env = {"PATH": "/opt/modal/bin:/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp",
                 "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
-    for name, value in {**base_env, **env}.items():
-        cmd += ["--setenv", name, value]
-    cmd += ["--ro-bind", "/usr", "/usr"]
-    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
-        if os.path.islink(top):
-            cmd += ["--symlink", os.readlink(top), top]
-        elif os.path.isdir(top):
-            cmd += ["--ro-bind", top, top]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--dir", "/opt/modal/bin",
-            "--symlink", PYTHON, "/opt/modal/bin/python"]
-    cmd += ["--bind", root, "/tmp", "--chdir", workdir or "/tmp", "--", *argv]
-    return cmd
+    mounts = ["--dir", "/opt/modal/bin", "--symlink", PYTHON, "/opt/modal/bin/python",
+              "--bind", root, "/tmp"]
+    return bwrap_command(argv, bwrap=bwrap, hostname="modal", env={**base_env, **env},
+                         chdir=workdir or "/tmp", mounts=mounts, network=not block_network,
+                         uid=0)
 
 
 @dataclass

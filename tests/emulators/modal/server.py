@@ -41,6 +41,8 @@ from modal_proto import api_grpc, api_pb2
 from modal_proto import task_command_router_grpc as tcr_grpc
 from modal_proto import task_command_router_pb2 as tcr_pb2
 
+from .._faults import FaultPlan
+from .._loop import LoopThread
 from .sandbox import EmulatedSandbox, ExecProcess
 
 SUCCESS = api_pb2.GenericResult.GENERIC_STATUS_SUCCESS
@@ -73,7 +75,7 @@ class _Recorder:
         self.token_id = token_id
         self.token_secret = token_secret
         self.calls: list[Call] = []
-        self.faults: dict[str, list[GRPCError]] = {}
+        self.faults: FaultPlan[tuple[Status, str]] = FaultPlan()  # method -> (status, message)
         self.apps: dict[str, str] = {}
         self.sandboxes: dict[str, EmulatedSandbox] = {}
         self.by_task: dict[str, EmulatedSandbox] = {}
@@ -86,8 +88,7 @@ class _Recorder:
         request = await stream.recv_message()
         with self.lock:
             self.calls.append(Call(service, method, request))
-            queue = self.faults.get(method)
-            fault = queue.pop(0) if queue else None
+        fault = self.faults.take(method)
         meta = stream.metadata or {}
         if service == "control":
             if (meta.get("x-modal-token-id") != self.token_id
@@ -101,7 +102,7 @@ class _Recorder:
             if task is None or task != getattr(request, "task_id", task):
                 raise GRPCError(Status.UNAUTHENTICATED, "invalid command router token")
         if fault is not None:
-            raise fault
+            raise GRPCError(*fault)
         return request
 
     def sandbox(self, sandbox_id: str) -> EmulatedSandbox:
@@ -312,49 +313,35 @@ class ModalEmulator:
 
     def __init__(self, token_id: str = "ak-emulator", token_secret: str | None = None):
         self.rec = _Recorder(token_id, token_secret or "as-" + secrets.token_hex(8))
-        self._loop = asyncio.new_event_loop()
         self._server: Server | None = None
-        self._thread: threading.Thread | None = None
+        self._thread = LoopThread("modal-emulator")
         self.port = 0
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> ModalEmulator:
-        ready = threading.Event()
-
-        async def serve() -> None:
+        async def listen() -> int:
             self._server = Server([ControlPlane(self.rec), Router(self.rec)])
             await self._server.start("127.0.0.1", 0)
-            self.port = self._server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            self.rec.url = f"http://127.0.0.1:{self.port}"
-            ready.set()
-            await self._server.wait_closed()
-            tasks = [t for sb in self.rec.sandboxes.values() for t in sb.tasks]
-            if tasks:  # every process was killed: their pumps end at once
-                await asyncio.wait(tasks, timeout=10)
+            return self._server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
-        def run() -> None:
-            try:
-                self._loop.run_until_complete(serve())
-            finally:
-                self._loop.close()
-
-        self._thread = threading.Thread(target=run, name="modal-emulator", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the Modal emulator did not start")
+        self.port = self._thread.start(listen, timeout=10)
+        self.rec.url = f"http://127.0.0.1:{self.port}"
         return self
 
     def stop(self) -> None:
-        def close() -> None:
+        async def close() -> None:
             for sandbox in self.rec.sandboxes.values():
                 if not sandbox.terminated:
                     sandbox.terminate(TERMINATED, "emulator stopped")
             if self._server is not None:
                 self._server.close()
-        if self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(close)
-            self._thread.join(10)
+                await self._server.wait_closed()
+            tasks = [t for sb in self.rec.sandboxes.values() for t in sb.tasks]
+            if tasks:  # every process was killed: their pumps end at once
+                await asyncio.wait(tasks, timeout=10)
+
+        self._thread.stop(close, timeout=15)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -392,38 +379,23 @@ class ModalEmulator:
 
     def fail(self, method: str, status: Status, message: str, times: int = 1) -> None:
         """Make the next ``times`` calls of ``method`` fail with the given gRPC status."""
-        with self.rec.lock:
-            self.rec.faults.setdefault(method, []).extend(
-                GRPCError(status, message) for _ in range(times))
+        self.rec.faults.add(method, (status, message), times)
 
     def clear_faults(self) -> int:
         """Drop the faults not yet used; returns how many there were."""
-        with self.rec.lock:
-            left = sum(len(q) for q in self.rec.faults.values())
-            self.rec.faults.clear()
-        return left
+        return self.rec.faults.clear()
 
     def kill_sandbox(self, sandbox_id: str, message: str = "Sandbox crashed", *,
                      terminated: bool = False) -> None:
         """End a sandbox from the provider's side: a crash or eviction, or with
         ``terminated=True`` a ``modal sandbox terminate`` from somewhere else."""
-        done = threading.Event()
         status = TERMINATED if terminated else api_pb2.GenericResult.GENERIC_STATUS_INTERNAL_FAILURE
-
-        def kill() -> None:
-            self.rec.sandbox(sandbox_id).terminate(status, message)
-            done.set()
-        self._loop.call_soon_threadsafe(kill)
-        done.wait(5)
+        self._thread.call(lambda: self.rec.sandbox(sandbox_id).terminate(status, message),
+                          timeout=5)
 
     def run(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the emulator's loop and return its result."""
-        future = asyncio.run_coroutine_threadsafe(_call(fn), self._loop)
-        return future.result(10)
-
-
-async def _call(fn: Callable[[], Any]) -> Any:
-    return fn()
+        return self._thread.call(fn)
 
 
 __all__ = ["Call", "ModalEmulator"]

@@ -71,6 +71,50 @@ def check_timeout(value: Any, name: str) -> float | None:
     return float(value)
 
 
+def cell_limit(value: Any) -> float:
+    """A cell's ``execute(timeout=...)``: a number of seconds, at least 0. The kernel may pass
+    what is left of a run's time budget, which can reach zero: a cell with no time left is
+    stopped at once rather than refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {value!r}")
+    return max(float(value), 0.0)
+
+
+def check_index(index: Any) -> None:
+    """A context or history index: a non-negative integer."""
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise ValueError(f"index must be a non-negative integer, not {index!r}")
+
+
+def check_cell_options(setup_code: Any, max_output_chars: Any) -> None:
+    """Refuse the settings every REPL takes when they are malformed: ``setup_code`` must be a
+    string (or ``None``), ``max_output_chars`` a positive integer."""
+    if setup_code is not None and not isinstance(setup_code, str):
+        raise ConfigurationError(
+            f"setup_code must be a string of Python code, not {type(setup_code).__name__}")
+    if (isinstance(max_output_chars, bool) or not isinstance(max_output_chars, int)
+            or max_output_chars < 1):
+        raise ConfigurationError(
+            f"max_output_chars must be a positive integer, not {max_output_chars!r}")
+
+
+#: Added to ``memory_limit`` for the address-space rlimit: reservations count there, not only
+#: resident memory, so the interpreter needs room beyond what a cell may really use.
+ADDRESS_SPACE_MARGIN = 512 * 2**20
+
+
+def worker_rlimits(memory_limit: int | None, disk_limit: int | None) -> dict[str, Any]:
+    """The rlimits a worker sets on itself (its config's ``limits``) where nothing else caps it:
+    no core dumps, the address space when ``memory_limit`` is given (plus
+    :data:`ADDRESS_SPACE_MARGIN`), the largest file it may write when ``disk_limit`` is."""
+    limits: dict[str, Any] = {"core": 0}
+    if memory_limit:
+        limits["address_space"] = memory_limit + ADDRESS_SPACE_MARGIN
+    if disk_limit:
+        limits["file_size"] = disk_limit
+    return limits
+
+
 def _defines(source: str, name: str) -> bool:
     """Whether ``source`` is Python code that binds ``name`` at its top level."""
     try:
@@ -268,13 +312,7 @@ class IsolatedREPL:
                  max_output_chars: int = 20000, memory_limit: str | int | None = "2g",
                  startup_timeout: float = 30.0, timeout_grace: float = 1.0):
         self.cell_timeout = check_timeout(cell_timeout, "cell_timeout")
-        if setup_code is not None and not isinstance(setup_code, str):
-            raise ConfigurationError(
-                f"setup_code must be a string of Python code, not {type(setup_code).__name__}")
-        if (isinstance(max_output_chars, bool) or not isinstance(max_output_chars, int)
-                or max_output_chars < 1):
-            raise ConfigurationError(
-                f"max_output_chars must be a positive integer, not {max_output_chars!r}")
+        check_cell_options(setup_code, max_output_chars)
         self.setup_code = setup_code
         self.max_output_chars = max_output_chars
         self.memory_limit = parse_size(memory_limit, "memory_limit")
@@ -292,6 +330,7 @@ class IsolatedREPL:
         self._run_dir: str | None = None
         self._started = False
         self._closed = False
+        self._in_cell = False
         self.restarts = 0
         self.startup_seconds: float | None = None
 
@@ -380,7 +419,7 @@ class IsolatedREPL:
                     f"the {self.environment_name} REPL's setup_code failed:\n{result.error}")
 
     def add_context(self, value: Any, index: int) -> None:
-        _check_index(index)
+        check_index(index)
         fmt = "text" if isinstance(value, str) else "json"
         with self._lock:
             self._require_open()
@@ -407,7 +446,7 @@ class IsolatedREPL:
                        "path": f"{self._worker_ctx_dir.rstrip('/')}/{name}", "format": fmt})
 
     def add_history(self, messages: list[Message], index: int) -> None:
-        _check_index(index)
+        check_index(index)
         copied = [dict(m) if isinstance(m, dict) else m for m in messages]
         try:
             copied = json.loads(json.dumps(copied, default=str))
@@ -469,17 +508,25 @@ class IsolatedREPL:
     def execute(self, code: str, *, timeout: float | None = None) -> CellResult:
         if not isinstance(code, str):
             raise TypeError(f"code must be a string, not {type(code).__name__}")
-        if timeout is None:
-            limit = self.cell_timeout
-        elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
-        else:
-            limit = max(float(timeout), 0.0)
+        limit = self.cell_timeout if timeout is None else cell_limit(timeout)
         with self._lock:
             self._require_open()
             if not self._started:
                 raise RLMEnvironmentError("call start(host, tools) before execute()")
             return self._exec(code, limit, None)
+
+    def interrupt(self) -> bool:
+        """Stop the cell running now, from any thread (a cancelled run's cell in a persistent
+        REPL): the worker raises in it, the cell ends with ``Cancelled: ...``, state kept. False
+        when no cell was running."""
+        channel = self._channel
+        if channel is None or not self._in_cell:
+            return False
+        try:
+            channel.send({"t": "interrupt"})
+        except Exception:  # noqa: BLE001 - the worker is gone: the cell ends anyway
+            return False
+        return True
 
     def _exec(self, code: str, limit: float | None, filename: str | None) -> CellResult:
         channel = self._channel
@@ -488,8 +535,12 @@ class IsolatedREPL:
         try:
             if channel is None:
                 raise ChannelClosed("the worker is gone")
-            msg = channel.request({"t": "exec", "code": code, "timeout": limit,
-                                   "filename": filename}, timeout=backstop)
+            self._in_cell = True
+            try:
+                msg = channel.request({"t": "exec", "code": code, "timeout": limit,
+                                       "filename": filename}, timeout=backstop)
+            finally:
+                self._in_cell = False
         except KeyboardInterrupt:
             if channel is not None:
                 try:
@@ -591,8 +642,3 @@ def _cell_result(msg: dict[str, Any], elapsed: float) -> CellResult:
                       if isinstance(variables, list) else [],
                       execution_time=elapsed, final_answer=opt("final_answer"),
                       answer_content=opt("answer_content"), timed_out=msg.get("timed_out") is True)
-
-
-def _check_index(index: Any) -> None:
-    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-        raise ValueError(f"index must be a non-negative integer, not {index!r}")

@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import collections
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from .streams import ChunkStream
 from .worker import ProtocolError
 
 MARK = "@"
 
 
-class TextLineStream:
+class TextLineStream(ChunkStream):
     """``read(n)`` / ``write(data)`` over a line-oriented text transport.
 
     Args:
@@ -42,18 +42,10 @@ class TextLineStream:
 
     def __init__(self, send: Callable[[str], Any], kill: Callable[[], Any] | None = None, *,
                  what: str = "worker"):
+        super().__init__(what=what)
         self._send = send
         self._kill = kill
-        self.what = what
         self._partial = ""
-        self._frames: collections.deque[bytes | None] = collections.deque()
-        self._current = b""
-        self._cond = threading.Condition()
-        self._ended = False
-        self._code: int | None = None
-        self._err: collections.deque[str] = collections.deque(maxlen=200)
-        self._err_partial = ""
-        self._killed = False
         self._send_lock = threading.Lock()
 
     # --- fed by the provider's output ------------------------------------------------------
@@ -70,7 +62,7 @@ class TextLineStream:
             if not line:
                 continue
             if not line.startswith(MARK):
-                self._err.append(line[:2000])
+                self.tail.add(line)
                 continue
             try:
                 data = base64.b64decode(line[1:], validate=True)
@@ -78,46 +70,17 @@ class TextLineStream:
                     decoded.append(data)
             except (binascii.Error, ValueError):
                 decoded.append(None)  # read() raises: the channel cuts the worker off
-        if decoded:
-            with self._cond:
-                self._frames.extend(decoded)
-                self._cond.notify_all()
+        self._deliver(decoded)
 
     def feed_stderr(self, text: str | bytes) -> None:
         """Output of the worker's stderr (kept, bounded, for error messages)."""
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", "replace")
-        lines = (self._err_partial + text).split("\n")
-        self._err_partial = lines.pop()[-4000:]
-        for line in lines:
-            self._err.append(line[:2000])
+        self.tail.feed(text)
 
-    def finish(self, exit_code: int | None = None) -> None:
-        """The remote process ended (or its output stream did): readers get end-of-stream."""
-        with self._cond:
-            if exit_code is not None:
-                self._code = exit_code
-            elif self._code is None:
-                self._code = -1
-            self._ended = True
-            self._cond.notify_all()
+    def _stop(self) -> None:
+        if self._kill is not None:
+            self._kill()
 
     # --- what the channel uses ---------------------------------------------------------------
-
-    def read(self, n: int) -> bytes:
-        if not self._current:
-            with self._cond:
-                while not self._frames and not self._ended:
-                    self._cond.wait()
-                if not self._frames:
-                    return b""
-                frame = self._frames.popleft()
-            if frame is None:
-                raise ProtocolError(f"the {self.what} worker wrote a channel line that is not "
-                                    "base64")
-            self._current = frame
-        data, self._current = self._current[:n], self._current[n:]
-        return data
 
     def write(self, data: bytes) -> None:
         if not data:
@@ -127,30 +90,6 @@ class TextLineStream:
         line = MARK + base64.b64encode(bytes(data)).decode("ascii") + "\n"
         with self._send_lock:
             self._send(line)
-
-    def stderr_tail(self, lines: int = 20) -> str:
-        tail = list(self._err)
-        if self._err_partial:
-            tail.append(self._err_partial)
-        return "\n".join(tail[-lines:])
-
-    def returncode(self) -> int | None:
-        return self._code if self._ended else None
-
-    def kill(self) -> None:
-        with self._cond:
-            if self._killed:
-                return
-            self._killed = True
-        try:
-            if self._kill is not None:
-                self._kill()
-        finally:
-            with self._cond:
-                if self._code is None:
-                    self._code = -9
-                self._ended = True
-                self._cond.notify_all()
 
 
 __all__ = ["MARK", "ProtocolError", "TextLineStream"]

@@ -257,6 +257,16 @@ def _text(value):
         return "<unprintable %s>" % type(value).__name__
 
 
+def answer_fields(answer):
+    """``(final_answer, answer_content)`` from the REPL's ``answer`` variable: its content as
+    text (``None`` when empty) and, once ``answer["ready"]`` is set, the final answer."""
+    if not isinstance(answer, dict):
+        return None, None
+    content = answer.get("content")
+    text = "" if content is None else _text(content)
+    return (text if answer.get("ready") else None), (text or None)
+
+
 _MISSING = object()
 
 
@@ -470,14 +480,7 @@ class REPLCore:
             if text and not text.endswith("\n"):
                 err.write("\n")
             err.write(error + "\n")
-        final_answer = answer_content = None
-        answer = self.ns.get("answer")
-        if isinstance(answer, dict):
-            content = answer.get("content")
-            text = "" if content is None else _text(content)
-            answer_content = text or None
-            if answer.get("ready"):
-                final_answer = text
+        final_answer, answer_content = answer_fields(self.ns.get("answer"))
         return {"t": "result", "stdout": out.value(), "stderr": err.value(), "error": error,
                 "variables": self.user_variables(), "final_answer": final_answer,
                 "answer_content": answer_content, "timed_out": bool(timed_out),

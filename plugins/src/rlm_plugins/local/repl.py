@@ -27,8 +27,8 @@ from typing import Any
 
 from rlm.plugin import (CellResult, ConfigurationError, EnvironmentCapabilities, Host, Message,
                         RLMEnvironmentError, Tool)
-from rlm.isolation.repl import check_timeout
-from rlm.isolation.worker import restore_reserved
+from rlm.isolation.repl import cell_limit, check_cell_options, check_index, check_timeout
+from rlm.isolation.worker import answer_fields, restore_reserved
 
 from . import _capture, _executor
 from ._traceback import format_cell_exception, format_stack
@@ -141,13 +141,7 @@ class LocalREPL:
                 f"LocalREPL got an unexpected keyword argument {name!r}; the local environment "
                 "accepts cell_timeout, setup_code, workdir and max_output_chars")
         self.cell_timeout = check_timeout(cell_timeout, "cell_timeout")
-        if setup_code is not None and not isinstance(setup_code, str):
-            raise ConfigurationError(
-                f"setup_code must be a string of Python code, not {type(setup_code).__name__}")
-        if (isinstance(max_output_chars, bool) or not isinstance(max_output_chars, int)
-                or max_output_chars < 1):
-            raise ConfigurationError(
-                f"max_output_chars must be a positive integer, not {max_output_chars!r}")
+        check_cell_options(setup_code, max_output_chars)
         self.setup_code = setup_code
         self.max_output_chars = max_output_chars
         self._workdir_arg = os.path.abspath(os.fspath(workdir)) if workdir is not None else None
@@ -232,7 +226,7 @@ class LocalREPL:
 
         A new context means a new task, so the ``answer`` dict starts over.
         """
-        _check_index(index)
+        check_index(index)
         with self._exec_lock:
             self._require_open()
             names = [f"context_{index}"] + (["context"] if index == 0 else [])
@@ -246,7 +240,7 @@ class LocalREPL:
 
     def add_history(self, messages: list[Message], index: int) -> None:
         """Bind ``history_{index}`` and ``history`` (the latest) to a copy of ``messages``."""
-        _check_index(index)
+        check_index(index)
         copied = [dict(m) if isinstance(m, dict) else m for m in messages]
         with self._exec_lock:
             self._require_open()
@@ -288,7 +282,7 @@ class LocalREPL:
     def execute(self, code: str, *, timeout: float | None = None) -> CellResult:
         if not isinstance(code, str):
             raise TypeError(f"code must be a string, not {type(code).__name__}")
-        limit = self.cell_timeout if timeout is None else _cell_limit(timeout)
+        limit = self.cell_timeout if timeout is None else cell_limit(timeout)
         executor = self._res.executor
         if executor is not None and threading.current_thread() is executor.thread:
             raise RLMEnvironmentError("execute() was called from inside one of this REPL's cells")
@@ -338,7 +332,10 @@ class LocalREPL:
             error = "RLMEnvironmentError: the REPL was shut down while this cell was running"
         elif timed_out:
             error = self._timeout_error(limit, exc, abandoned)
-        elif job.stop_reason is not None and isinstance(exc, _executor.CellInterrupt):
+        elif job.stop_reason is _executor.CellCancelled and not job.done:
+            error = ("Cancelled: the cell was interrupted while blocked in a call Python cannot "
+                     "interrupt; its thread was abandoned and may still finish in the background")
+        elif job.stop_reason is not None:  # even where the cell's own runner caught it (IPython)
             error = "Cancelled: the cell was interrupted"
         elif exc is not None:
             error = format_cell_exception(exc, self._sources)
@@ -373,14 +370,7 @@ class LocalREPL:
             if err.total and not err.value().endswith("\n"):
                 err.write("\n")
             err.write(error + "\n")
-        final_answer = answer_content = None
-        answer = self._ns.get("answer")
-        if isinstance(answer, dict):
-            content = answer.get("content")
-            text = "" if content is None else _text(content)
-            answer_content = text or None
-            if answer.get("ready"):
-                final_answer = text
+        final_answer, answer_content = answer_fields(self._ns.get("answer"))
         return CellResult(stdout=out.value(), stderr=err.value(), error=error,
                           variables=self._user_variables(),
                           execution_time=time.perf_counter() - started,
@@ -396,6 +386,18 @@ class LocalREPL:
             self._res.executor = executor
             self._cwd_isolated = executor.cwd_isolated
         return executor
+
+    def interrupt(self) -> bool:
+        """Stop the cell running now, from any thread (a cancelled run's cell in a persistent
+        REPL). It ends with ``Cancelled: the cell was interrupted``, variables kept; a cell
+        blocked in a call Python cannot interrupt is abandoned after ``timeout_grace`` like a
+        timed-out one. False when no cell was running."""
+        job, executor = self._job, self._res.executor
+        if job is None or executor is None or job.event.is_set():
+            return False
+        if not self._stop(job, executor, _executor.CellCancelled):
+            job.event.set()  # the waiting execute() returns now; the thread ends in the background
+        return True
 
     def _stop(self, job: _executor.Job, executor: _executor.Executor,
               reason: type[_executor.CellInterrupt]) -> bool:
@@ -557,19 +559,6 @@ class LocalREPL:
 
 
 # --- argument checks ------------------------------------------------------------------------
-
-
-def _cell_limit(value: Any) -> float:
-    # The kernel may pass what is left of a run's time budget, which can reach zero: a cell with
-    # no time left is stopped at once rather than refused.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, not {value!r}")
-    return max(float(value), 0.0)
-
-
-def _check_index(index: Any) -> None:
-    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-        raise ValueError(f"index must be a non-negative integer, not {index!r}")
 
 
 def _check_tools(tools: Mapping[str, Any] | None) -> dict[str, Any]:

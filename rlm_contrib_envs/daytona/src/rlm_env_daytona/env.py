@@ -33,7 +33,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from rlm.exceptions import ConfigurationError, RLMEnvironmentError
-from rlm.isolation.repl import WORKER_FILE, IsolatedREPL, check_timeout, parse_size
+from rlm.isolation.repl import (WORKER_FILE, IsolatedREPL, check_timeout, parse_size,
+                               worker_rlimits)
 
 from . import _sdk
 from .transport import SessionWorker, sandbox_problem
@@ -248,12 +249,7 @@ class DaytonaREPL(IsolatedREPL):
                    f"{path}/secret", owner=getattr(sandbox, "user", None) or None, mode="400")
         self._shared_ctx_dir = None  # contexts are streamed over the channel...
         self._worker_ctx_dir = f"{path}/ctx"  # ...and written there once by the worker
-        limits: dict[str, Any] = {"core": 0}
-        if self.memory_limit:
-            limits["address_space"] = self.memory_limit + 512 * 2**20
-        if self.disk_limit:
-            limits["file_size"] = self.disk_limit
-        self._limits_config = limits
+        self._limits_config = worker_rlimits(self.memory_limit, self.disk_limit)
         session = f"rlm-{token}"
         self._call("creating a session in the sandbox", sandbox.process.create_session, session)
         command = (f"{shlex.quote(self.python)} -I -S {path}/worker.py --stdio --text "

@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from rlm.exceptions import ConfigurationError, RLMEnvironmentError
-from rlm.isolation.repl import WORKER_FILE, IsolatedREPL, describe_exit, parse_size
+from rlm.isolation.repl import WORKER_FILE, IsolatedREPL, describe_exit, parse_size, worker_rlimits
 
 from .errors import provider_error, resolve_api_key, sdk
 from .transport import start_worker, worker_command
@@ -180,12 +180,8 @@ class E2BREPL(IsolatedREPL):
         return stream
 
     def _worker_config(self) -> dict[str, Any]:
-        limits: dict[str, Any] = {"core": 0}
-        if self.memory_limit:
-            limits["address_space"] = self.memory_limit + 512 * 2**20
-        if self.disk_limit:
-            limits["file_size"] = self.disk_limit
-        return {"limits": limits, "workdir": self.workdir}
+        return {"limits": worker_rlimits(self.memory_limit, self.disk_limit),
+                "workdir": self.workdir}
 
     def _exec(self, code: str, limit: float | None, filename: str | None) -> Any:
         self._keep_alive()

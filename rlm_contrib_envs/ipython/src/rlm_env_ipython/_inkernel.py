@@ -28,6 +28,7 @@ from rlm.isolation.worker import (
     _exit,
     _no_breakpoint,
     _no_input,
+    answer_fields,
     format_exception,
 )
 
@@ -75,23 +76,9 @@ class ShellCore(REPLCore):
         self.hidden["answer"] = self.ns.get("answer")
 
     def summary(self) -> dict[str, Any]:
-        answer = self.ns.get("answer")
-        final_answer = answer_content = None
-        if isinstance(answer, dict):
-            content = answer.get("content")
-            text = "" if content is None else _text(content)
-            answer_content = text or None
-            if answer.get("ready"):
-                final_answer = text
+        final_answer, answer_content = answer_fields(self.ns.get("answer"))
         return {"final_answer": final_answer, "answer_content": answer_content,
                 "variables": self.user_variables()}
-
-
-def _text(value: Any) -> str:
-    try:
-        return str(value)
-    except Exception:  # noqa: BLE001 - a value whose __str__ fails is still an answer
-        return f"<unprintable {type(value).__name__}>"
 
 
 class Session:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import shutil
-import sys
 import tempfile
 import weakref
 from typing import Any
@@ -25,6 +24,7 @@ from rlm_plugins.local.repl import LocalREPL
 
 from ._names import user_variables
 from ._options import check_shell_options
+from ._prompt import usage_text
 from ._shell import Shell
 
 _LOCAL_KWARGS = ("cell_timeout", "setup_code", "workdir", "max_output_chars")
@@ -131,26 +131,10 @@ class IPythonREPL(LocalREPL):
     # --- prompt text -----------------------------------------------------------------------
 
     def usage_instructions(self) -> str:
-        version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        lines = [
-            f"The REPL is an IPython shell (Python {version}) running inside the host process "
-            "(not a sandbox).",
-            "Variables, functions, classes and imports persist from one code block to the next "
-            "(and across completion() calls in persistent mode: context_0, context_1, ... and "
-            "history_0, history_1, ...).",
-            "IPython syntax works: magics such as %time, %timeit and %who, !shell commands, "
-            "top-level await, display(obj).",
-            "What you print is shown back to you (stdout and stderr, each cut to "
-            f"{self.max_output_chars:,} characters per block)"
-            + ("; the value of a bare expression on the last line is shown as Out[n]."
-               if self.ast_node_interactivity != "none" else
-               "; bare expressions are not echoed."),
-        ]
-        if self.cell_timeout is not None:
-            lines.append(f"A code block may run for at most {self.cell_timeout:g} seconds; a "
-                         "longer one is stopped and its variables are kept.")
-        lines.append("input() is unavailable; exit() or sys.exit() only ends the current block.")
-        return "\n".join(lines)
+        return usage_text(
+            "shell (Python {version}) running inside the host process", on_timeout="is stopped",
+            max_output_chars=self.max_output_chars, cell_timeout=self.cell_timeout,
+            ast_node_interactivity=self.ast_node_interactivity)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running" if self._started else "new"

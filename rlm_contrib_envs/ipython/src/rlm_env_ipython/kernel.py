@@ -32,7 +32,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from rlm.isolation.channel import Channel, ChannelClosed, new_secret
-from rlm.isolation.repl import check_timeout, context_chunks, tool_specs
+from rlm.isolation.repl import (cell_limit, check_cell_options, check_index, check_timeout,
+                                context_chunks, tool_specs)
 from rlm.isolation.worker import ProtocolError
 from rlm.plugin import (
     CellResult,
@@ -47,6 +48,7 @@ from rlm.plugin import (
 from ._iopub import CellOutput, reply_error
 from ._kernel_process import KernelProcess, import_jupyter, make_manager
 from ._options import check_shell_options
+from ._prompt import usage_text
 
 _ENVIRONMENT = "ipython-kernel"
 _BOOT = "__import__('rlm_env_ipython._inkernel', fromlist=['attach']).attach({run_dir!r})"
@@ -81,13 +83,7 @@ class IPythonKernelREPL:
         self.cell_timeout = check_timeout(cell_timeout, "cell_timeout")
         self.startup_timeout = check_timeout(startup_timeout, "startup_timeout") or 60.0
         self.interrupt_grace = check_timeout(interrupt_grace, "interrupt_grace") or 3.0
-        if setup_code is not None and not isinstance(setup_code, str):
-            raise ConfigurationError(
-                f"setup_code must be a string of Python code, not {type(setup_code).__name__}")
-        if (isinstance(max_output_chars, bool) or not isinstance(max_output_chars, int)
-                or max_output_chars < 1):
-            raise ConfigurationError(
-                f"max_output_chars must be a positive integer, not {max_output_chars!r}")
+        check_cell_options(setup_code, max_output_chars)
         check_shell_options(xmode, ast_node_interactivity, "ipython-kernel")
         self.setup_code = setup_code
         self.max_output_chars = max_output_chars
@@ -98,6 +94,7 @@ class IPythonKernelREPL:
         self._state_lock = threading.Lock()  # the closed flag (shutdown never waits for a cell)
         self._started = False
         self._closed = False
+        self._cancel: threading.Event | None = None  # set while a cell runs: interrupt()
         self._host: Host | None = None
         self._tools: dict[str, dict[str, Any]] = {}
         self._contexts: dict[int, tuple[str, str]] = {}  # index -> (format, file name)
@@ -263,7 +260,7 @@ class IPythonKernelREPL:
 
     def add_context(self, value: Any, index: int) -> None:
         """Write ``context_{index}`` into the run directory once; the kernel loads it."""
-        _check_index(index)
+        check_index(index)
         with self._lock:
             self._require_open()
             if not self._started:
@@ -286,7 +283,7 @@ class IPythonKernelREPL:
         self._control({"t": "context", "index": index, "path": name, "format": fmt})
 
     def add_history(self, messages: list[Message], index: int) -> None:
-        _check_index(index)
+        check_index(index)
         import json
 
         copied = json.loads(json.dumps([dict(m) if isinstance(m, dict) else m for m in messages],
@@ -344,7 +341,7 @@ class IPythonKernelREPL:
     def execute(self, code: str, *, timeout: float | None = None) -> CellResult:
         if not isinstance(code, str):
             raise TypeError(f"code must be a string, not {type(code).__name__}")
-        limit = self.cell_timeout if timeout is None else _cell_limit(timeout)
+        limit = self.cell_timeout if timeout is None else cell_limit(timeout)
         with self._lock:
             self._require_open()
             if not self._started:
@@ -365,13 +362,18 @@ class IPythonKernelREPL:
                                 stop_on_error=False)
         deadline = None if limit is None else time.monotonic() + limit
         interrupted_at: float | None = None
+        cancelled = False
         lost: str | None = None
+        self._cancel = threading.Event()
         try:
             while True:
                 now = time.monotonic()
                 if self._closed:
                     lost = "closed"
                     break
+                if interrupted_at is None and self._cancel.is_set():  # interrupt() was called
+                    interrupted_at, cancelled = now, True
+                    self._interrupt(kernel)
                 if deadline is not None and interrupted_at is None and now >= deadline:
                     interrupted_at = now
                     self._interrupt(kernel)
@@ -379,7 +381,7 @@ class IPythonKernelREPL:
                     lost = (f"the cell did not stop within {self.interrupt_grace:g} s of the "
                             "interrupt, so the kernel was killed")
                     break
-                wait = 0.5
+                wait = 0.1
                 if deadline is not None and interrupted_at is None:
                     wait = min(wait, max(deadline - now, 0.0))
                 try:
@@ -395,7 +397,9 @@ class IPythonKernelREPL:
             # A real Ctrl+C in the host while it waits: stop the cell too, then let it through.
             self._interrupt(kernel)
             raise
-        timed_out = interrupted_at is not None
+        finally:
+            self._cancel = None
+        timed_out = interrupted_at is not None and not cancelled
         error = cell.error
         if lost == "closed":
             error = "RLMEnvironmentError: the REPL was shut down while this cell was running"
@@ -403,12 +407,25 @@ class IPythonKernelREPL:
             error = self._recover(lost, restart_on_stuck)
         else:
             self._reply(client, msg_id, 1.0)
-            if timed_out:
+            if cancelled:
+                error = "Cancelled: the cell was interrupted"
+            elif timed_out:
                 seconds = f"{limit:g}" if limit is not None else "?"
                 where = error + "\n" if error else ""
                 error = (f"{where}TimeoutError: the cell exceeded its time limit of {seconds} "
                          "seconds and was interrupted; variables set before that point are kept.")
         return cell.result(error, timed_out, time.perf_counter() - started)
+
+    def interrupt(self) -> bool:
+        """Stop the cell running now, from any thread (a cancelled run's cell in a persistent
+        REPL): the kernel gets SIGINT, the cell ends with ``Cancelled: ...``, variables kept
+        (killed and restarted after ``interrupt_grace`` if it does not stop). False when no cell
+        was running."""
+        cancel = self._cancel
+        if cancel is None:
+            return False
+        cancel.set()
+        return True
 
     def _interrupt(self, kernel: KernelProcess) -> None:
         try:
@@ -456,25 +473,11 @@ class IPythonKernelREPL:
     # --- prompt text -----------------------------------------------------------------------
 
     def usage_instructions(self) -> str:
-        version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        lines = [
-            f"The REPL is an IPython kernel (Python {version}) in a separate process on the host "
-            "(not a sandbox).",
-            "Variables, functions, classes and imports persist from one code block to the next "
-            "(and across completion() calls in persistent mode: context_0, context_1, ... and "
-            "history_0, history_1, ...).",
-            "IPython syntax works: magics such as %time, %timeit and %who, !shell commands, "
-            "top-level await, display(obj).",
-            "What you print is shown back to you (stdout and stderr, each cut to "
-            f"{self.max_output_chars:,} characters per block)"
-            + ("; the value of a bare expression on the last line is shown as Out[n]."
-               if self.ast_node_interactivity != "none" else "; bare expressions are not echoed."),
-        ]
-        if self.cell_timeout is not None:
-            lines.append(f"A code block may run for at most {self.cell_timeout:g} seconds; a "
-                         "longer one is interrupted (KeyboardInterrupt) and its variables are kept.")
-        lines.append("input() is unavailable; exit() or sys.exit() only ends the current block.")
-        return "\n".join(lines)
+        return usage_text(
+            "kernel (Python {version}) in a separate process on the host",
+            on_timeout="is interrupted (KeyboardInterrupt)",
+            max_output_chars=self.max_output_chars, cell_timeout=self.cell_timeout,
+            ast_node_interactivity=self.ast_node_interactivity)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running" if self._started else "new"
@@ -486,14 +489,3 @@ def _shut(conn: socket.socket) -> None:
         conn.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
-
-
-def _cell_limit(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, not {value!r}")
-    return max(float(value), 0.0)
-
-
-def _check_index(index: Any) -> None:
-    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-        raise ValueError(f"index must be a non-negative integer, not {index!r}")

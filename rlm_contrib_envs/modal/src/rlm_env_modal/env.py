@@ -23,7 +23,8 @@ import time
 from typing import Any
 
 from rlm.exceptions import ConfigurationError, RLMEnvironmentError
-from rlm.isolation.repl import WORKER_FILE, IsolatedREPL, check_timeout, parse_size
+from rlm.isolation.repl import (WORKER_FILE, IsolatedREPL, check_timeout, parse_size,
+                               worker_rlimits)
 from rlm.types import EnvironmentCapabilities
 
 from .errors import check_credentials, describe, provider_errors
@@ -203,13 +204,8 @@ class ModalREPL(IsolatedREPL):
                 log.debug("closing the Modal client failed: %s", describe(exc))
 
     def _worker_config(self) -> dict[str, Any]:
-        limits: dict[str, Any] = {"core": 0}
-        if self.memory_limit:
-            # The address space, not resident memory: reservations count, hence the margin.
-            limits["address_space"] = self.memory_limit + 512 * 2**20
-        if self.disk_limit:
-            limits["file_size"] = self.disk_limit
-        return {"limits": limits, "workdir": BASE_DIR + "/work"}
+        return {"limits": worker_rlimits(self.memory_limit, self.disk_limit),
+                "workdir": BASE_DIR + "/work"}
 
     def _stop_worker(self) -> None:
         proc, sandbox = self._proc, self._sandbox

@@ -14,9 +14,10 @@ The rest of stdin is then the channel.
 
 from __future__ import annotations
 
-import collections
 import threading
 from typing import Any
+
+from rlm.isolation.streams import ChunkStream
 
 #: Run as ``python -I -S -c BOOT``. Reads ``"<worker bytes> <secret bytes> <dir>\n"``, then the
 #: worker's source and the secret, exactly, with ``os.read`` (no buffering that could swallow
@@ -58,27 +59,20 @@ def boot_payload(worker_source: bytes, secret: bytes, base: str) -> bytes:
     return f"{len(worker_source)} {len(secret)} {base}\n".encode("ascii") + worker_source + secret
 
 
-class ModalProcess:
+class ModalProcess(ChunkStream):
     """``read`` / ``write`` / ``kill`` / ``returncode`` / ``stderr_tail`` over a Modal exec.
 
     Two threads follow the exec's stdout and stderr through the SDK's blocking iterators; the
     stdout chunks are handed to :meth:`read`. :meth:`kill` terminates the whole sandbox (the
-    SDK has no call that kills one exec), once; ``on_kill`` runs after that (the environment
-    forgets the sandbox there).
+    SDK has no call that kills one exec), once; a failure to terminate is kept in
+    :attr:`terminate_error` for the environment to report.
     """
 
     def __init__(self, sandbox: Any, process: Any, *, what: str = "modal sandbox"):
+        super().__init__(what=what)
         self.sandbox = sandbox
         self.process = process
-        self.what = what
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._current = b""
-        self._cond = threading.Condition()
-        self._ended = False
-        self._code: int | None = None
-        self._killed = False
         self._write_lock = threading.Lock()
-        self._err: collections.deque[str] = collections.deque(maxlen=200)
         self.terminate_error: BaseException | None = None
         self._threads = [threading.Thread(target=self._follow_stdout, daemon=True,
                                           name="rlm-modal-stdout"),
@@ -93,50 +87,28 @@ class ModalProcess:
         try:
             for chunk in self.process.stdout:
                 if chunk:
-                    with self._cond:
-                        self._chunks.append(bytes(chunk))
-                        self._cond.notify_all()
+                    self._deliver([bytes(chunk)])
         except BaseException as exc:  # noqa: BLE001 - the stream broke: the worker is gone
-            if not self._killed:
-                self._err.append(f"(reading the worker's output failed: {type(exc).__name__}: "
-                                 f"{exc})")
+            if not self.killed:
+                self.tail.add(f"(reading the worker's output failed: {type(exc).__name__}: "
+                              f"{exc})")
         code: int | None = None
-        if not self._killed:
+        if not self.killed:
             try:
                 code = self.process.wait()
             except BaseException:  # noqa: BLE001 - the sandbox may be gone with its exec
                 code = None
-        with self._cond:
-            if self._code is None:
-                self._code = code if code is not None else -1
-            self._ended = True
-            self._cond.notify_all()
+        self.finish(code)
 
     def _follow_stderr(self) -> None:
-        partial = b""
         try:
             for chunk in self.process.stderr:
-                lines = (partial + bytes(chunk)).split(b"\n")
-                partial = lines.pop()[-4000:]
-                for line in lines:
-                    self._err.append(line.decode("utf-8", "replace")[:2000])
+                self.tail.feed(bytes(chunk))
         except BaseException as exc:  # noqa: BLE001 - the stream ends with the worker
-            self._err.append(f"(the worker's stderr stream ended: {type(exc).__name__})")
-        if partial:
-            self._err.append(partial.decode("utf-8", "replace")[:2000])
+            self.tail.add(f"(the worker's stderr stream ended: {type(exc).__name__})")
+        self.tail.close()
 
     # --- what the channel uses -----------------------------------------------------------------
-
-    def read(self, n: int) -> bytes:
-        if not self._current:
-            with self._cond:
-                while not self._chunks and not self._ended:
-                    self._cond.wait()
-                if not self._chunks:
-                    return b""
-                self._current = self._chunks.popleft()
-        data, self._current = self._current[:n], self._current[n:]
-        return data
 
     def write(self, data: bytes) -> None:
         if self._ended:
@@ -147,23 +119,7 @@ class ModalProcess:
                 self.process.stdin.write(bytes(view[start:start + WRITE_PIECE]))
                 self.process.stdin.drain()
 
-    def stderr_tail(self, lines: int = 20) -> str:
-        return "\n".join(list(self._err)[-lines:])
-
-    def returncode(self) -> int | None:
-        with self._cond:
-            return self._code if self._ended else None
-
-    @property
-    def killed(self) -> bool:
-        """Whether :meth:`kill` was called (the sandbox was terminated, or tried to be)."""
-        return self._killed
-
-    def kill(self) -> None:
-        with self._cond:
-            if self._killed:
-                return
-            self._killed = True
+    def _stop(self) -> None:
         try:
             self.sandbox.terminate()
             # The output streams end with the sandbox: let the SDK's iterators finish before
@@ -173,9 +129,3 @@ class ModalProcess:
                     thread.join(JOIN_SECONDS)
         except BaseException as exc:  # noqa: BLE001 - reported by the environment
             self.terminate_error = exc
-        finally:
-            with self._cond:
-                if self._code is None:
-                    self._code = -9
-                self._ended = True
-                self._cond.notify_all()

@@ -32,12 +32,11 @@ from rlm.exceptions import ConfigurationError, RLMEnvironmentError
 from rlm.isolation.repl import WORKER_FILE, IsolatedREPL, WorkerProcess, parse_size
 
 from ._limits import CgroupCap, make_cgroup, seccomp_program
+from .bwrap import INSTALL_HINT, bwrap_command, drop_root
 
 # The worker's whole environment: none of the host's variables (API keys) reach it.
 WORKER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
               "PYTHONDONTWRITEBYTECODE": "1", "MALLOC_ARENA_MAX": "2"}
-INSTALL_HINT = ("Install it with `apt-get install bubblewrap` (Debian, Ubuntu), `dnf install "
-                "bubblewrap` (Fedora) or `apk add bubblewrap` (Alpine)")
 
 
 class SandboxREPL(IsolatedREPL):
@@ -207,12 +206,7 @@ class SandboxREPL(IsolatedREPL):
                           '|| exit 97; shift; done; shift; exec "$@"', "rlm-sandbox",
                           *cap.procs, "--"]
         if root:
-            setpriv = shutil.which("setpriv")
-            if setpriv is None:
-                raise RLMEnvironmentError("the sandbox drops root with 'setpriv' (util-linux), "
-                                          "which is not installed: apt-get install util-linux")
-            prefix += [setpriv, f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
-                       "--"]
+            prefix += drop_root(self.uid)
 
         limits = self._limits(report)
         env = {**WORKER_ENV, "HOME": "/tmp"}
@@ -252,40 +246,32 @@ class SandboxREPL(IsolatedREPL):
         report["rlimits"] = dict(limits)
         return limits
 
-    def _bwrap_argv(self, ctl: str, ctx: str, report: dict[str, Any]) -> tuple[list[str], list[int]]:
+    def _bwrap_argv(self, ctl: str, ctx: str,
+                    report: dict[str, Any]) -> tuple[list[str], list[int]]:
         assert self.bwrap is not None
         fds: list[int] = []
-        argv = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
-                "--new-session", "--hostname", "rlm-sandbox", "--clearenv"]
-        for name, value in WORKER_ENV.items():
-            argv += ["--setenv", name, value]
-        argv += ["--setenv", "HOME", "/tmp"]
-        argv += ["--ro-bind", "/usr", "/usr"]
-        for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
-            if os.path.islink(top):
-                argv += ["--symlink", os.readlink(top), top]
-            elif os.path.isdir(top):
-                argv += ["--ro-bind", top, top]
-        mounts = []
+        mounts: list[str] = []
+        ro_mounts: list[str] = []
         for path in [self._python_prefix, *self.ro_paths]:
             if path == "/usr" or path.startswith("/usr/"):
                 continue
-            argv += ["--ro-bind", path, path]
-            mounts.append(path)
-        argv += ["--proc", "/proc", "--dev", "/dev"]
+            mounts += ["--ro-bind", path, path]
+            ro_mounts.append(path)
         if self.disk_limit:
-            argv += ["--size", str(self.disk_limit)]
-        argv += ["--perms", "1777", "--tmpfs", "/tmp", "--dir", "/rlm",
-                 "--ro-bind", ctl, "/rlm/ctl", "--ro-bind", ctx, "/rlm/ctx", "--chdir", "/tmp"]
+            mounts += ["--size", str(self.disk_limit)]
+        mounts += ["--perms", "1777", "--tmpfs", "/tmp", "--dir", "/rlm",
+                   "--ro-bind", ctl, "/rlm/ctl", "--ro-bind", ctx, "/rlm/ctx"]
+        sfd = None
         if self.seccomp:
             sfd = seccomp_program(allow_subprocess=self.allow_subprocess)
             fds.append(sfd)
-            argv += ["--seccomp", str(sfd)]
         report.update({"bwrap": True, "network": "none", "seccomp": self.seccomp,
                        "subprocess": self.allow_subprocess, "tmpfs_bytes": self.disk_limit,
-                       "ro_mounts": ["/usr", *mounts, "/rlm/ctl", "/rlm/ctx"]})
-        argv += ["--", self.python, "-I", "-S", "/rlm/ctl/worker.py", "--stdio",
-                 "--secret-file", "/rlm/ctl/secret"]
+                       "ro_mounts": ["/usr", *ro_mounts, "/rlm/ctl", "/rlm/ctx"]})
+        argv = bwrap_command(
+            [self.python, "-I", "-S", "/rlm/ctl/worker.py", "--stdio", "--secret-file",
+             "/rlm/ctl/secret"], bwrap=self.bwrap, hostname="rlm-sandbox",
+            env={**WORKER_ENV, "HOME": "/tmp"}, chdir="/tmp", mounts=mounts, seccomp_fd=sfd)
         return argv, fds
 
     def _worker_config(self) -> dict[str, Any]:
