@@ -297,3 +297,31 @@ def test_sibling_children_cannot_spend_the_same_budget_twice():
     # were already in flight
     assert 20_000 < spent < 20_000 * 1.6, spent
     r.close()
+
+
+@pytest.mark.parametrize("environment", ["local", "sandbox"])
+def test_cancel_stops_a_busy_cell_of_a_persistent_repl(server, environment):
+    """A cancelled run's cell is interrupted (env.interrupt()), so the persistent REPL is free
+    for the next completion at once, with its variables."""
+    import shutil
+
+    if environment == "sandbox" and shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed (scripts/ci/sandbox.sh installs it)")
+    calls = []
+
+    def answer(messages, body):
+        calls.append(1)
+        if len(calls) == 1:
+            return repl("kept = 41\nimport time\nwhile True:\n    time.sleep(0.05)")
+        return repl("answer.update(content=str(kept + 1), ready=True)")
+
+    r = make_rlm(server, answer, persistent=True, environment=environment)
+    busy = threading.Timer(1.5, r.cancel)
+    busy.start()
+    t0 = time.perf_counter()
+    with pytest.raises(rlm.CancellationError):
+        r.completion("first")
+    t1 = time.perf_counter()
+    assert r.completion("second").response == "42"  # the same REPL, its cell stopped
+    assert time.perf_counter() - t1 < 15 and t1 - t0 < 15
+    r.close()

@@ -66,6 +66,12 @@ class Environment(Protocol):
     The REPL must offer the helpers ``llm_query``, ``llm_query_batched``, ``rlm_query``,
     ``rlm_query_batched`` (bound to ``host``), ``SHOW_VARS``, ``FINAL``, ``FINAL_VAR`` and the
     ``answer`` dict, and restore these reserved names after every cell.
+
+    Optional: ``interrupt() -> bool``, callable from any thread, stops the cell running now (the
+    kernel calls it when a run is cancelled, so a persistent REPL is not left busy); the cell
+    ends with an error starting ``Cancelled``, the REPL's state is kept; ``False`` when no cell
+    was running. Without it, a cancelled run's cell is left to finish (persistent mode) or the
+    environment is shut down.
     """
 
     capabilities: EnvironmentCapabilities

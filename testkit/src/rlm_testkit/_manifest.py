@@ -98,6 +98,7 @@ STANDARD_TESTS: dict[str, tuple[str, ...]] = {
         "test_setup_code_runs_first",
         "test_timeout_stops_a_busy_cell_and_keeps_state",
         "test_timeout_stops_a_blocked_cell",
+        "test_interrupt_stops_the_running_cell",
         "test_memory_cap_protects_the_host",
         "test_shutdown_is_idempotent_and_final",
         "test_usage_instructions",

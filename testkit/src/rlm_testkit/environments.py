@@ -399,6 +399,29 @@ class EnvironmentTests(_EnvironmentKit, kit=True):
         assert time.perf_counter() - t0 < 15
         assert ok(env, "print('alive')").stdout.strip() == "alive"
 
+    def test_interrupt_stops_the_running_cell(self, env: Any) -> None:
+        """``interrupt()`` (optional; what a cancelled run calls) stops a cell from another
+        thread, keeps the state, and returns False when no cell runs."""
+        interrupt = getattr(env, "interrupt", None)
+        if not callable(interrupt):
+            pytest.skip("the environment has no interrupt(): a cancelled run's cell is left "
+                        "to finish, or the environment is shut down")
+        ok(env, "kept = 1")
+        assert interrupt() is False
+        out: dict[str, Any] = {}
+        cell = threading.Thread(target=lambda: out.update(r=env.execute(
+            "import time\nfor _ in range(1200):\n    time.sleep(0.05)\nnever = 1")))
+        t0 = time.perf_counter()
+        cell.start()
+        while cell.is_alive() and time.perf_counter() - t0 < 30:
+            interrupt()  # again until it lands: the cell may not have started yet
+            cell.join(0.3)
+        assert not cell.is_alive(), "interrupt() did not stop the cell within 30 s"
+        r = out["r"]
+        assert r.error is not None and r.error.startswith("Cancelled"), r.error
+        after = ok(env, "print(kept, 'never' in globals())")
+        assert after.stdout.strip() == "1 False"
+
     @requires("memory_limit")
     def test_memory_cap_protects_the_host(self, env: Any) -> None:
         r = run(env, "hog = []\nwhile True:\n    hog.append(bytearray(64 * 1024 * 1024))",

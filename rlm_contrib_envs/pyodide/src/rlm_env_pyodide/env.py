@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import resource
+import signal
 from typing import Any
 
 from rlm.exceptions import ConfigurationError
@@ -111,6 +112,19 @@ class PyodideREPL(IsolatedREPL):
         if self.memory_limit is None and self.js_memory is None:
             return None
         return (self.memory_limit or WASM32_MAX) + (self.js_memory or 2**30)
+
+    def interrupt(self) -> bool:
+        """Stop the cell running now (a cancelled run's cell): SIGUSR1 to Deno's main thread,
+        which writes SIGINT into Pyodide's interrupt buffer until the cell ends (``Cancelled:
+        the cell was interrupted``, variables kept). False when no cell was running."""
+        proc = self._proc
+        if proc is None or not self._in_cell or proc.returncode() is not None:
+            return False
+        try:
+            os.kill(proc.proc.pid, signal.SIGUSR1)
+        except OSError:
+            return False
+        return True
 
     def _launch(self, run_dir: str, secret: bytes) -> WorkerProcess:
         os.makedirs(self.deno_dir, exist_ok=True)

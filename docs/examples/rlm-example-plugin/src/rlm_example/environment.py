@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import keyword
-import os
 import queue
 import shutil
 import signal
@@ -59,6 +58,8 @@ class SubprocessREPL:
         self._results: queue.Queue[dict[str, Any]] = queue.Queue()
         self._send_lock = threading.Lock()
         self._exec_lock = threading.Lock()
+        self._in_cell = False  # a cell is running: interrupt() may stop it
+        self._cancelled = False  # interrupt() was called for the running cell
         self._calls = ThreadPoolExecutor(16, thread_name_prefix="subrepl-helper")
         self._workdir = tempfile.mkdtemp(prefix="rlm-subrepl-")
         self._closed = False
@@ -79,19 +80,32 @@ class SubprocessREPL:
 
     def execute(self, code: str, *, timeout: float | None = None) -> CellResult:
         with self._exec_lock:  # one cell at a time
-            self._send({"op": "exec", "code": code})
+            self._cancelled = False
+            self._in_cell = True
             try:
-                message = self._results.get(timeout=timeout)
-            except queue.Empty:
-                return self._stop_cell(timeout)
+                self._send({"op": "exec", "code": code})
+                try:
+                    message = self._results.get(timeout=timeout)
+                except queue.Empty:
+                    return self._stop_cell(timeout)
+            finally:
+                self._in_cell = False
             if message["op"] == "died":
                 return self._died(message)
-            return _cell(message)
+            result = _cell(message)
+            if self._cancelled and result.error == "KeyboardInterrupt":
+                result.error = "Cancelled: the cell was interrupted; variables are kept."
+            return result
 
-    def interrupt(self) -> None:
-        """Stop the running cell (the kernel calls this when a run is cancelled)."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGINT)
+    def interrupt(self) -> bool:
+        """Stop the running cell from any thread (the kernel calls this when a run is
+        cancelled): SIGINT to the process. False when no cell is running."""
+        proc = self._proc
+        if not self._in_cell or proc is None or proc.poll() is not None:
+            return False
+        self._cancelled = True
+        proc.send_signal(signal.SIGINT)
+        return True
 
     def usage_instructions(self) -> str:
         return ("The REPL is a Python interpreter in its own process (not a sandbox). Variables, "

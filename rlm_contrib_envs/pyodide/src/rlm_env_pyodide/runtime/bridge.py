@@ -254,7 +254,7 @@ class InlineWorker:
             if exc is not None and not isinstance(exc, (KeyboardInterrupt, W.CellInterrupt)):
                 error += "\nWhile stopping, the cell raised:\n" + core.format_exception(exc)
             return core.result(error, True, started)
-        if isinstance(exc, W.CellCancelled):
+        if isinstance(exc, W.CellCancelled) or _rlm_io.cancelled():
             return core.result("Cancelled: the cell was interrupted", False, started)
         return core.result(core.format_exception(exc) if exc is not None else None, False,
                            started)

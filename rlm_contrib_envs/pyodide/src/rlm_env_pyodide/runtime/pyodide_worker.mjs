@@ -3,7 +3,7 @@
 // the cell deadline shared with the main thread.
 
 const MAX_FRAME = 64 * 1024 * 1024;
-const INTERRUPT = 0, LOCK = 1, FIRED = 2;
+const INTERRUPT = 0, LOCK = 1, FIRED = 2, CELL = 3;
 
 function readExact(n) {
   const out = new Uint8Array(n);
@@ -78,10 +78,16 @@ self.onmessage = async (event) => {
         try {
           Atomics.store(words, FIRED, 0);
           Atomics.store(words, INTERRUPT, 0);
+          Atomics.store(words, CELL, 1); // running
           deadline[0] = seconds === null || seconds === undefined ? 0 : Date.now() + seconds * 1000;
         } finally {
           unlock();
         }
+      },
+      // True once the running cell was cancelled by the host (SIGUSR1 to the main thread).
+      cancelled() {
+        const cell = Atomics.load(words, CELL);
+        return cell === 2 || cell === 3;
       },
       // Clears the deadline and any interrupt not yet seen; true if the deadline had fired.
       deadline_clear() {
@@ -89,6 +95,8 @@ self.onmessage = async (event) => {
         try {
           deadline[0] = 0;
           Atomics.store(words, INTERRUPT, 0);
+          const cell = Atomics.load(words, CELL);
+          Atomics.store(words, CELL, cell === 2 || cell === 3 ? 3 : 0); // ended (cancelled?)
           return Atomics.load(words, FIRED) === 1;
         } finally {
           unlock();
