@@ -29,7 +29,7 @@ def answer_length(messages):
     if n == 13:  # the prompt "please fail!!" (13 characters): this line's backend fails
         from rlm.exceptions import ServerError
         raise ServerError("scripted failure", backend="scripted", model="scripted")
-    return f"```repl\nFINAL(str(len(context)))\n```"
+    return "```repl\nFINAL(str(len(context)))\n```"
 
 
 def write_input(path, rows):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
 
-import pytest
 
 from rlm_testkit import OpenAICompatibleBackendTests
 

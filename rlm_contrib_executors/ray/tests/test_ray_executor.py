@@ -29,7 +29,7 @@ def length_of(messages) -> int:
 
 
 def answer_length(messages, body):
-    return f"```repl\nFINAL('n=' + str(len(context)))\n```"
+    return "```repl\nFINAL('n=' + str(len(context)))\n```"
 
 
 def backend(srv):
