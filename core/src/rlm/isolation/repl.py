@@ -29,6 +29,7 @@ from typing import Any
 from ..exceptions import ConfigurationError, RLMEnvironmentError
 from ..types import CellResult, EnvironmentCapabilities, Message, Tool
 from .channel import Channel, ChannelClosed, new_secret
+from .leftovers import track_open, untrack_open
 from .worker import RESERVED_NAMES, ProtocolError
 
 WORKER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
@@ -366,6 +367,7 @@ class IsolatedREPL:
                 raise RLMEnvironmentError(f"{type(self).__name__}.start() was already called")
             self._tools = tool_specs(tools, self.environment_name)
             self._host = host
+            track_open(self)  # shut down at exit if the program never does it
             self._run_dir = tempfile.mkdtemp(prefix=f"rlm-{self.environment_name}-{self._id}-")
             os.chmod(self._run_dir, 0o711)
             started = time.perf_counter()
@@ -473,6 +475,7 @@ class IsolatedREPL:
             if self._closed:
                 return
             self._closed = True
+            untrack_open(self)
             self._stop_worker()
             try:
                 self._cleanup()

@@ -21,18 +21,16 @@ partial answer attached by the RLM loop).
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import dataclasses
 import logging
 import secrets
 import shlex
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from rlm.exceptions import ConfigurationError, RLMEnvironmentError
+from rlm.isolation.leftovers import Leftovers
 from rlm.isolation.repl import (WORKER_FILE, IsolatedREPL, check_timeout, parse_size,
                                worker_rlimits)
 
@@ -43,18 +41,7 @@ log = logging.getLogger(__name__)
 LABEL = "org.rlm.environment"
 _RESOURCE_KEYS = ("cpu", "memory", "disk", "gpu")
 
-_live: dict[str, Any] = {}  # sandbox id -> Sandbox: deleted at exit if still there
-_live_lock = threading.Lock()
-
-
-@atexit.register
-def _delete_leftovers() -> None:
-    with _live_lock:
-        items = list(_live.items())
-        _live.clear()
-    for _, sandbox in items:
-        with contextlib.suppress(Exception):  # best effort; ephemeral + auto-stop remain
-            sandbox.delete(timeout=30)
+_sandboxes = Leftovers()  # sandboxes not deleted yet: deleted at exit (ephemeral + auto-stop remain)
 
 
 class DaytonaREPL(IsolatedREPL):
@@ -201,8 +188,7 @@ class DaytonaREPL(IsolatedREPL):
         except BaseException:
             self._delete_by_name(name)  # it may exist even though its start failed
             raise
-        with _live_lock:
-            _live[sandbox.id] = sandbox
+        _sandboxes.add(sandbox.id, lambda: sandbox.delete(timeout=30))
         self.timings["create"] = time.perf_counter() - started
         return sandbox
 
@@ -221,8 +207,7 @@ class DaytonaREPL(IsolatedREPL):
                         "minutes%s", sandbox.id, exc, self.auto_stop_interval,
                         " and is then deleted" if self.ephemeral else "")
             return
-        with _live_lock:
-            _live.pop(sandbox.id, None)
+        _sandboxes.discard(sandbox.id)
 
     # --- launching -------------------------------------------------------------------------
 

@@ -23,7 +23,6 @@ the host's files (gVisor, ``context_transfer="stream"``).
 
 from __future__ import annotations
 
-import atexit
 import collections
 import dataclasses
 import os
@@ -35,6 +34,7 @@ import threading
 from typing import Any
 
 from rlm.exceptions import ConfigurationError, RLMEnvironmentError
+from rlm.isolation.leftovers import Leftovers
 from rlm.isolation.repl import WORKER_FILE, IsolatedREPL, parse_size
 
 from ._seccomp import BOOT_SCRIPT, compile_filter
@@ -50,20 +50,7 @@ BUILD_HINT = (f"build one offline from this machine's Python with `rlm-env-docke
               f"--tag {DEFAULT_TAG}` (or `rlm docker build-image`) and pass "
               f"environment_kwargs={{'image': '{DEFAULT_TAG}'}}")
 
-_live: dict[str, Any] = {}  # container id -> APIClient: removed at exit if still there
-_live_lock = threading.Lock()
-
-
-@atexit.register
-def _remove_leftovers() -> None:
-    with _live_lock:
-        items = list(_live.items())
-        _live.clear()
-    for cid, api in items:
-        try:
-            api.remove_container(cid, force=True)
-        except Exception:  # noqa: BLE001 - best effort at exit
-            pass
+_containers = Leftovers()  # containers not removed yet: removed at exit if still there
 
 
 def _docker_errors() -> Any:
@@ -201,8 +188,7 @@ class AttachedContainer:
                 self.api.remove_container(self.id, force=True)
             except Exception:  # noqa: BLE001 - removal is retried at exit
                 return
-            with _live_lock:
-                _live.pop(self.id, None)
+            _containers.discard(self.id)
 
 
 _USER = re.compile(r"^(\d+)(?::(\d+))?$")
@@ -402,8 +388,8 @@ class DockerREPL(IsolatedREPL):
             raise RLMEnvironmentError(f"the Docker daemon refused to create the container: {exc}"
                                       ) from exc
         cid = created["Id"]
-        with _live_lock:
-            _live[cid] = self.api
+        api = self.api
+        _containers.add(cid, lambda: api.remove_container(cid, force=True))
         try:
             raw = self.api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1,
                                                       "stream": 1})
