@@ -84,3 +84,29 @@ def test_kill_stops_once_and_keeps_a_known_code():
     unknown = Remote()
     unknown.finish()
     assert unknown.returncode() == -1
+
+
+def test_kill_ends_readers_at_once_even_while_the_providers_stop_call_hangs():
+    """The channel's reader (and a handshake bounded by ``startup_timeout``) must not wait for
+    the provider's terminate/kill request, which can hang as long as its HTTP timeout when the
+    provider is unreachable."""
+    release = threading.Event()
+
+    class Hanging(ChunkStream):
+        def _stop(self) -> None:
+            release.wait(10)
+
+    stream = Hanging()
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(stream.read(5)))
+    reader.start()
+    killer = threading.Thread(target=stream.kill)
+    try:
+        killer.start()
+        reader.join(2)
+        assert got == [b""], "the reader waited for the provider's stop call to return"
+        assert stream.killed and stream.returncode() == -9
+    finally:
+        release.set()
+        killer.join(5)
+        reader.join(5)

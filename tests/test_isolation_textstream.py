@@ -10,18 +10,21 @@ import random
 import subprocess
 import sys
 import threading
+import time
+import tracemalloc
 import types
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rlm.exceptions import RLMEnvironmentError
 from rlm.isolation import worker as W
 from rlm.isolation.repl import WORKER_FILE, IsolatedREPL
 from rlm.isolation.textstream import TextLineStream
 from rlm.plugin import hookimpl
 from rlm.types import EnvironmentCapabilities
-from rlm_testkit.environments import EnvironmentTests
+from rlm_testkit.environments import EnvironmentTests, RecordingHost
 
 
 @settings(max_examples=80, deadline=None)
@@ -93,6 +96,78 @@ def test_kill_ends_readers_and_writes_fail_after():
         stream.write(b"x")
 
 
+def test_a_line_longer_than_any_frame_is_a_protocol_error_not_a_growing_buffer():
+    """Cell code can write to the channel's descriptor directly: a line that never ends must
+    not be buffered without bound (frames have a size limit; their lines have one too)."""
+    limit = 1000
+    ok = TextLineStream(lambda _: None, what="test", max_frame=limit)
+    frame = b"x" * (limit + W._HEADER.size)  # the largest frame the worker may send
+    sender: list[str] = []
+    TextLineStream(sender.append).write(frame)
+    ok.feed(sender[0])
+    assert ok.read(len(frame) + 1) == frame
+    over = TextLineStream(lambda _: None, what="test", max_frame=limit)
+    for _ in range(50):  # 200 kB and counting, no newline
+        over.feed("@" + "A" * 4000)
+    with pytest.raises(W.ProtocolError, match="longer than"):
+        over.read(10)
+
+
+def test_foreign_output_without_newlines_is_kept_bounded():
+    stream = TextLineStream(lambda _: None, what="test")
+    piece = "x" * 65536
+    tracemalloc.start()
+    try:
+        for _ in range(320):  # 20 MB of noise that never ends its line
+            stream.feed(piece)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20, f"feeding 20 MB without a newline held {peak / 2**20:.0f} MiB"
+    stream.feed("\n@" + "aGk=" + "\n")  # the channel still works after it
+    assert stream.read(10) == b"hi"
+
+
+def test_a_large_frame_fed_in_small_pieces_takes_linear_time():
+    """A large worker message (a long llm_query prompt, a final answer) arrives from the
+    provider in small pieces; joining them must not copy the whole line at every piece."""
+    sent: list[str] = []
+    TextLineStream(sent.append).write(b"\x01" * (6 * 2**20))
+    line = sent[0]
+    stream = TextLineStream(lambda _: None, what="test")
+    started = time.perf_counter()
+    for pos in range(0, len(line), 1024):
+        stream.feed(line[pos:pos + 1024])
+    elapsed = time.perf_counter() - started
+    assert stream.read(8 * 2**20) == b"\x01" * (6 * 2**20)
+    assert elapsed < 2.0, f"feeding an 8 MB line in 1 kB pieces took {elapsed:.1f} s"
+
+
+class _SilentREPL(IsolatedREPL):
+    """A worker that never says hello, behind a provider whose kill request hangs."""
+
+    environment_name = "silent"
+
+    def __init__(self, release: threading.Event, **kwargs):
+        super().__init__(**kwargs)
+        self.release = release
+
+    def _launch(self, run_dir, secret):
+        return TextLineStream(lambda _: None, lambda: self.release.wait(10), what="silent")
+
+
+def test_startup_timeout_holds_when_the_providers_kill_call_hangs():
+    release = threading.Event()
+    env = _SilentREPL(release, startup_timeout=0.5, memory_limit=None)
+    started = time.monotonic()
+    try:
+        with pytest.raises(RLMEnvironmentError, match=r"within startup_timeout=0\.5 s"):
+            env.start(None, {})
+        assert time.monotonic() - started < 3.0
+    finally:
+        release.set()
+
+
 class TextPipeREPL(IsolatedREPL):
     """A local worker driven only through TextLineStream, its stdout handed over in random
     pieces, as a cloud SDK's output callbacks would."""
@@ -130,6 +205,37 @@ class TextPipeREPL(IsolatedREPL):
         threading.Thread(target=pump, args=(proc.stderr, stream.feed_stderr, False),
                          daemon=True).start()
         return stream
+
+
+def test_shutdown_from_another_thread_does_not_wait_for_a_cell_that_never_ends():
+    """``RLM.close()``, the exit-time cleanup or a cancelling thread shut a REPL down while a
+    cell with no time limit runs: the worker is stopped so the cell lets go, instead of
+    shutdown() blocking (and the program's exit with it) for as long as the cell runs."""
+    env = TextPipeREPL(memory_limit=None)
+    env.start(RecordingHost(), {})
+    results: list = []
+    cell = threading.Thread(target=lambda: results.append(
+        env.execute("import time\nwhile True:\n    time.sleep(0.02)")))
+    cell.start()
+    deadline = time.monotonic() + 10
+    while not env._in_cell and time.monotonic() < deadline:
+        time.sleep(0.01)
+    closer = threading.Thread(target=env.shutdown)
+    try:
+        closer.start()
+        closer.join(5)
+        assert not closer.is_alive(), "shutdown() waited for the running cell"
+        cell.join(5)
+        assert results and results[0].error is not None and "shut down" in results[0].error
+        assert "fresh REPL" not in results[0].error  # no worker is started again
+        with pytest.raises(RLMEnvironmentError, match="shut down"):
+            env.execute("1")
+    finally:
+        while closer.is_alive() or cell.is_alive():  # the old behaviour: let the cell go
+            env.interrupt()
+            closer.join(0.5)
+            cell.join(0.5)
+        env.shutdown()
 
 
 _plugin = types.ModuleType("rlm_test_textpipe")

@@ -214,3 +214,20 @@ def test_a_sandbox_that_dies_mid_run_ends_the_run_with_its_partial_answer():
     assert "no longer running" in str(info.value)
     assert getattr(info.value, "partial_answer", None) == "half done"
     assert created and all(not EMULATOR.sandboxes[s].alive for s in created)
+
+
+def test_a_long_cell_keeps_its_sandbox_alive():
+    """``timeout`` is the sandbox's life *without activity*: a cell that runs past the point
+    where the lifetime is due for extension must not lose its sandbox. Set up as a sandbox
+    whose extension falls due a moment into the cell, with 3 s of provider lifetime left."""
+    env = E2BREPL(**emulator_kwargs(timeout=30))
+    env.start(RecordingHost(), {})
+    try:
+        sid = env.sandbox_id
+        env._touched = time.monotonic() - 14.5  # half of the lifetime passes 0.5 s into the cell
+        EMULATOR.sandboxes[sid].deadline = time.monotonic() + 3.0
+        result = env.execute("import time\ntime.sleep(5)\nprint('done')")
+        assert result.error is None and result.stdout == "done\n", result.error
+        assert "set_timeout" in EMULATOR.ops(sid)
+    finally:
+        env.shutdown()

@@ -219,3 +219,31 @@ def test_a_failed_terminate_is_reported_with_the_manual_fix(modal_emulator, capl
     assert sandbox_id in text and "not allowed now" in text
     assert f"modal sandbox terminate {sandbox_id}" in text
     modal_emulator.kill_sandbox(sandbox_id)  # tidy up what the failed call left running
+
+
+def test_a_refused_stdin_write_is_an_environment_failure_quoting_the_provider(modal_emulator):
+    """Writing to the worker's stdin fails on Modal's side (the exec is gone, the router refuses
+    it): the cell gets rlm's error with Modal's words and a fresh sandbox, not the SDK's raw
+    exception out of execute(); nothing is left running."""
+    env = ModalREPL(**KW)
+    env.start(RecordingHost(), {})
+    try:
+        first = env.sandbox_id
+        modal_emulator.fail("TaskExecStdinWrite", Status.FAILED_PRECONDITION, "exec is gone",
+                            times=1)
+        result = env.execute("print(1)")
+        assert result.error is not None and "exec is gone" in result.error
+        assert "fresh REPL" in result.error
+        assert env.sandbox_id != first and modal_emulator.sandboxes[first].terminated
+        assert env.execute("print(2)").stdout == "2\n"
+    finally:
+        env.shutdown()
+    assert_all_terminated(modal_emulator)
+
+
+def test_a_refused_start_up_write_is_an_environment_error_and_terminates(modal_emulator):
+    env = ModalREPL(**KW)
+    modal_emulator.fail("TaskExecStdinWrite", Status.FAILED_PRECONDITION, "exec is gone")
+    with pytest.raises(RLMEnvironmentError, match="exec is gone"):
+        env.start(RecordingHost(), {})
+    assert_all_terminated(modal_emulator)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import collections
+import contextlib
 import itertools
 import json
 import keyword
@@ -331,6 +332,7 @@ class IsolatedREPL:
         self._run_dir: str | None = None
         self._started = False
         self._closed = False
+        self._closing = False  # shutdown() was called while another thread held the REPL
         self._in_cell = False
         self.restarts = 0
         self.startup_seconds: float | None = None
@@ -390,7 +392,13 @@ class IsolatedREPL:
         config = {"limits": {}, "max_output_chars": self.max_output_chars, "tools": self._tools,
                   "ctx_dir": self._worker_ctx_dir, "grace": self.timeout_grace,
                   **self._worker_config()}
-        timer = threading.Timer(self.startup_timeout, proc.kill)
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            proc.kill()  # may still be in the provider's stop request when the handshake ends
+
+        timer = threading.Timer(self.startup_timeout, expire)
         timer.daemon = True
         timer.start()
         try:
@@ -398,7 +406,7 @@ class IsolatedREPL:
         except (ProtocolError, EOFError, OSError) as exc:
             proc.kill()
             tail = proc.stderr_tail()
-            timed_out = not timer.is_alive() and proc.returncode() is not None
+            timed_out = expired.is_set()
             raise RLMEnvironmentError(
                 f"the {self.environment_name} REPL worker did not start"
                 + (f" within startup_timeout={self.startup_timeout:g} s" if timed_out else "")
@@ -471,21 +479,36 @@ class IsolatedREPL:
                                       f"{message['t']} {message.get('index')}: {ack['error']}")
 
     def shutdown(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            untrack_open(self)
-            self._stop_worker()
-            try:
-                self._cleanup()
-            finally:
-                if self._run_dir is not None:
-                    shutil.rmtree(self._run_dir, ignore_errors=True)
-                    self._run_dir = None
-                self._host = None
-                self._contexts.clear()
-                self._histories.clear()
+        if not self._lock.acquire(blocking=False):
+            # Another thread holds the REPL (a cell, a start-up, a context being loaded): stop
+            # its worker so it lets go, instead of waiting for a cell that may never end (no
+            # time limit) - ``RLM.close()`` and the exit-time cleanup call this from elsewhere.
+            self._closing = True
+            proc = self._proc
+            if proc is not None:
+                with contextlib.suppress(Exception):  # the holder sees the worker gone anyway
+                    proc.kill()
+            self._lock.acquire()
+        try:
+            self._shutdown_locked()
+        finally:
+            self._lock.release()
+
+    def _shutdown_locked(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        untrack_open(self)
+        self._stop_worker()
+        try:
+            self._cleanup()
+        finally:
+            if self._run_dir is not None:
+                shutil.rmtree(self._run_dir, ignore_errors=True)
+                self._run_dir = None
+            self._host = None
+            self._contexts.clear()
+            self._histories.clear()
 
     def _stop_worker(self) -> None:
         channel, proc = self._channel, self._proc
@@ -559,6 +582,10 @@ class IsolatedREPL:
                 "REPL worker did not respond (a C call that holds the interpreter)"),
                 timed_out=True, execution_time=time.perf_counter() - started)
         except ChannelClosed:
+            if self._closing:
+                return CellResult(error=f"RLMEnvironmentError: the {self.environment_name} REPL "
+                                  "was shut down while the cell ran",
+                                  execution_time=time.perf_counter() - started)
             text = self._death_text()
             self._restart(text)
             return CellResult(error=self._lost_state_text("RLMEnvironmentError: " + text),
@@ -590,7 +617,7 @@ class IsolatedREPL:
 
     def _restart(self, why: str) -> None:
         self._stop_worker()
-        if self._closed:
+        if self._closed or self._closing:
             return
         self.restarts += 1
         try:

@@ -65,8 +65,9 @@ class StderrTail:
 class ChunkStream:
     """``read(n)`` over chunks delivered by other threads, and the worker's end.
 
-    Feeders call :meth:`_deliver` (a ``None`` chunk stands for a line that could not be decoded:
-    :meth:`read` raises :class:`ProtocolError` there, and the channel cuts the worker off) and
+    Feeders call :meth:`_deliver` (a ``None`` chunk stands for a line that could not be decoded,
+    a :class:`ProtocolError` for another breach: :meth:`read` raises there, and the channel cuts
+    the worker off) and
     :meth:`finish` when the remote process ends. :meth:`kill` calls :meth:`_stop` once.
 
     Args:
@@ -76,7 +77,7 @@ class ChunkStream:
     def __init__(self, *, what: str = "worker"):
         self.what = what
         self.tail = StderrTail()
-        self._chunks: collections.deque[bytes | None] = collections.deque()
+        self._chunks: collections.deque[bytes | ProtocolError | None] = collections.deque()
         self._current = b""
         self._cond = threading.Condition()
         self._ended = False
@@ -85,7 +86,7 @@ class ChunkStream:
 
     # --- fed by the subclass ---------------------------------------------------------------
 
-    def _deliver(self, chunks: list[bytes | None]) -> None:
+    def _deliver(self, chunks: list[bytes | ProtocolError | None]) -> None:
         chunks = [chunk for chunk in chunks if chunk is None or chunk]  # b"" would read as EOF
         if chunks:
             with self._cond:
@@ -120,6 +121,8 @@ class ChunkStream:
             if chunk is None:
                 raise ProtocolError(f"the {self.what} worker wrote a channel line that is not "
                                     "base64")
+            if isinstance(chunk, ProtocolError):
+                raise chunk
             self._current = chunk
         data, self._current = self._current[:n], self._current[n:]
         return data
@@ -141,14 +144,14 @@ class ChunkStream:
             if self._killed:
                 return
             self._killed = True
-        try:
-            self._stop()
-        finally:
-            with self._cond:
-                if self._code is None:
-                    self._code = -9
-                self._ended = True
-                self._cond.notify_all()
+            # Readers see the end now, not when the provider's stop request returns: that
+            # request can hang as long as its HTTP timeout (an unreachable provider), and a
+            # handshake bounded by ``startup_timeout`` waits in read().
+            if self._code is None:
+                self._code = -9
+            self._ended = True
+            self._cond.notify_all()
+        self._stop()
 
 
 __all__ = ["ChunkStream", "StderrTail"]

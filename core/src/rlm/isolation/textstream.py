@@ -24,8 +24,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .streams import ChunkStream
-from .worker import ProtocolError
+from .streams import LINE_CHARS, ChunkStream
+from .worker import _HEADER, MAX_FRAME, ProtocolError
 
 MARK = "@"
 
@@ -33,20 +33,33 @@ MARK = "@"
 class TextLineStream(ChunkStream):
     """``read(n)`` / ``write(data)`` over a line-oriented text transport.
 
+    What the worker writes is untrusted (cell code can write to the channel's descriptor too):
+    a channel line longer than the largest frame's is a protocol error, and only the first
+    :data:`~rlm.isolation.streams.LINE_CHARS` characters of a foreign line are kept, so a line
+    that never ends cannot grow a buffer without bound. A line's pieces are joined once, at its
+    end, so a large frame delivered in small pieces costs linear time.
+
     Args:
         send: writes one string (a full line, newline included) to the worker's stdin.
         kill: stops the remote process (and whatever else the environment wants to release);
             called at most once, by :meth:`kill`.
         what: how errors name the worker ("daytona sandbox", ...).
+        max_frame: the largest frame the channel accepts (the worker's ``MAX_FRAME``).
     """
 
     def __init__(self, send: Callable[[str], Any], kill: Callable[[], Any] | None = None, *,
-                 what: str = "worker"):
+                 what: str = "worker", max_frame: int = MAX_FRAME):
         super().__init__(what=what)
         self._send = send
         self._kill = kill
-        self._partial = ""
         self._send_lock = threading.Lock()
+        #: the longest channel line: the mark, the base64 of the largest frame with its
+        #: header, and room for a carriage return
+        self.max_line = 1 + 4 * -(-(max_frame + _HEADER.size) // 3) + 2
+        self._pieces: list[str] = []  # the current line, not yet ended
+        self._size = 0
+        self._kind: str | None = None  # "frame" (marked), "foreign", None: nothing but blanks yet
+        self._skip = False  # the current line was over max_line: dropped up to its end
 
     # --- fed by the provider's output ------------------------------------------------------
 
@@ -54,23 +67,52 @@ class TextLineStream(ChunkStream):
         """Output of the worker's stdout, in pieces of any size."""
         if isinstance(text, bytes):
             text = text.decode("utf-8", "replace")
-        lines = (self._partial + text).split("\n")
-        self._partial = lines.pop()
-        decoded: list[bytes | None] = []
-        for line in lines:
-            line = line.strip()
-            if not line:
-                continue
-            if not line.startswith(MARK):
-                self.tail.add(line)
-                continue
-            try:
-                data = base64.b64decode(line[1:], validate=True)
-                if data:
-                    decoded.append(data)
-            except (binascii.Error, ValueError):
-                decoded.append(None)  # read() raises: the channel cuts the worker off
+        decoded: list[bytes | ProtocolError | None] = []
+        pos = 0
+        while (end := text.find("\n", pos)) >= 0:
+            self._extend(text[pos:end], decoded)
+            self._end_line(decoded)
+            pos = end + 1
+        self._extend(text[pos:], decoded)
         self._deliver(decoded)
+
+    def _extend(self, piece: str, decoded: list[bytes | ProtocolError | None]) -> None:
+        """Add ``piece`` to the current line, within the bounds of its kind."""
+        if not piece or self._skip:
+            return
+        if self._kind is None:
+            piece = piece.lstrip()
+            if not piece:
+                return  # blanks before the line's content: stripped anyway
+            self._kind = "frame" if piece.startswith(MARK) else "foreign"
+        if self._kind == "foreign":
+            piece = piece[:max(LINE_CHARS - self._size, 0)]  # the tail keeps no more
+            if not piece:
+                return
+        elif self._size + len(piece) > self.max_line:
+            self._skip = True
+            self._pieces, self._size = [], 0
+            decoded.append(ProtocolError(
+                f"the {self.what} worker wrote a channel line longer than {self.max_line} "
+                "characters (the largest frame's)"))
+            return
+        self._pieces.append(piece)
+        self._size += len(piece)
+
+    def _end_line(self, decoded: list[bytes | ProtocolError | None]) -> None:
+        line, kind, skip = "".join(self._pieces).strip(), self._kind, self._skip
+        self._pieces, self._size, self._kind, self._skip = [], 0, None, False
+        if skip or not line:
+            return
+        if kind != "frame":
+            self.tail.add(line)
+            return
+        try:
+            data = base64.b64decode(line[1:], validate=True)
+            if data:
+                decoded.append(data)
+        except (binascii.Error, ValueError):
+            decoded.append(None)  # read() raises: the channel cuts the worker off
 
     def feed_stderr(self, text: str | bytes) -> None:
         """Output of the worker's stderr (kept, bounded, for error messages)."""

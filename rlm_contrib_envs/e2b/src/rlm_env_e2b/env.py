@@ -28,6 +28,7 @@ from .errors import provider_error, resolve_api_key, sdk
 from .transport import start_worker, worker_command
 
 _CONN_OPTIONS = ("domain", "api_url", "sandbox_url", "request_timeout")
+KEEPALIVE_CHECK = 1.0  # seconds between checks, while a cell runs, that the lifetime is due
 
 
 class E2BREPL(IsolatedREPL):
@@ -38,9 +39,9 @@ class E2BREPL(IsolatedREPL):
     ``timeout_grace``):
         template: the sandbox template (default: the code interpreter's, ``code-interpreter-v1``;
             its CPU and RAM are the template's).
-        timeout: seconds the sandbox lives without the host touching it (default 600); each cell
-            extends it, so a long run keeps its sandbox and a crashed host leaves it behind for at
-            most this long.
+        timeout: seconds the sandbox lives without the host touching it (default 600); it is
+            extended at each cell and while a cell runs, so a long run or a long cell keeps its
+            sandbox and a crashed host leaves it behind for at most this long.
         allow_internet_access: give the sandbox internet access (default False).
         envs: environment variables of the sandbox (none of the host's are passed).
         metadata: E2B metadata of the sandbox (``{"rlm_run": ...}`` helps find it in the
@@ -185,7 +186,20 @@ class E2BREPL(IsolatedREPL):
 
     def _exec(self, code: str, limit: float | None, filename: str | None) -> Any:
         self._keep_alive()
-        return super()._exec(code, limit, filename)
+        # A cell may run longer than what is left of the lifetime (at most timeout / 2 after
+        # the check above): keep extending it while the cell runs.
+        done = threading.Event()
+        keeper = threading.Thread(target=self._keep_alive_until, args=(done,), daemon=True,
+                                  name=f"rlm-e2b-keepalive-{self._id}")
+        keeper.start()
+        try:
+            return super()._exec(code, limit, filename)
+        finally:
+            done.set()
+
+    def _keep_alive_until(self, done: threading.Event) -> None:
+        while not done.wait(KEEPALIVE_CHECK):
+            self._keep_alive()
 
     def _keep_alive(self) -> None:
         """Extend the sandbox's lifetime when half of it has passed since the last extension."""

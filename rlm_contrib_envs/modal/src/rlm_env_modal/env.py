@@ -175,7 +175,11 @@ class ModalREPL(IsolatedREPL):
             with provider_errors(self._modal, f"starting the worker in sandbox {sandbox.object_id}"):
                 process = sandbox.exec(self.python, "-I", "-S", "-c", BOOT, text=False)
                 proc = ModalProcess(sandbox, process, what=f"modal sandbox {sandbox.object_id}")
-            proc.write(boot_payload(worker_source, secret, BASE_DIR))
+            try:
+                proc.write(boot_payload(worker_source, secret, BASE_DIR))
+            except BrokenPipeError as exc:
+                raise RLMEnvironmentError(f"Modal did not take the REPL worker's start-up input: "
+                                          f"{exc}") from exc
         except BaseException:
             self._terminate(sandbox)
             raise

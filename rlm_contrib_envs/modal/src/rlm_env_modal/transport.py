@@ -115,9 +115,16 @@ class ModalProcess(ChunkStream):
             raise BrokenPipeError(f"the {self.what} worker has ended")
         view = memoryview(data)
         with self._write_lock:
-            for start in range(0, len(view), WRITE_PIECE):
-                self.process.stdin.write(bytes(view[start:start + WRITE_PIECE]))
-                self.process.stdin.drain()
+            try:
+                for start in range(0, len(view), WRITE_PIECE):
+                    self.process.stdin.write(bytes(view[start:start + WRITE_PIECE]))
+                    self.process.stdin.drain()
+            except Exception as exc:
+                # The SDK's own errors (a refused or failed TaskExecStdinWrite) are not OSError:
+                # as a broken pipe the channel closes, the cell reports it with Modal's words
+                # and a fresh sandbox takes over, instead of the raw exception leaving execute().
+                raise BrokenPipeError(f"writing to the worker in the {self.what} failed: "
+                                      f"{type(exc).__name__}: {exc}") from exc
 
     def _stop(self) -> None:
         try:
