@@ -259,3 +259,112 @@ def test_no_proxy_keeps_the_plain_path(monkeypatch):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     assert OpenAIBackend(base_url="http://127.0.0.1:8000/v1")._plain_target == (
         "127.0.0.1", 8000, "/v1/chat/completions")
+
+
+def test_default_headers_replace_the_clients_own_case_insensitively_as_the_sdk_does():
+    """A user ``authorization`` / ``host`` / ``user-agent`` header replaces the client's own (as
+    httpx's case-insensitive headers do on the SDK path): the configured key is then not sent
+    as well, and the request never carries two Host or Content-Length headers."""
+    async def main():
+        seen = []
+
+        async def record(reader, writer):
+            head, _ = await read_request(reader)
+            seen.append(head)
+            writer.write(answer())
+            await writer.drain()
+
+        async with RawServer(record) as srv:
+            b = OpenAIBackend(base_url=f"http://127.0.0.1:{srv.port}/v1", api_key="sk-SECRET",
+                              default_headers={"authorization": "Bearer proxy-token",
+                                               "host": "virtual.example", "user-agent": "me",
+                                               "content-length": "1"})
+            assert b._plain_target is not None
+            assert (await b.acompletion("q")).text == "hi"
+            b.close()
+        lines = [line.lower() for line in seen[0].split(b"\r\n")]
+        names = [line.split(b":", 1)[0] for line in lines if b":" in line]
+        assert b"sk-secret" not in seen[0].lower()
+        assert b"authorization: bearer proxy-token" in lines
+        assert b"host: virtual.example" in lines and b"user-agent: me" in lines
+        for name in (b"host", b"content-length", b"authorization", b"user-agent"):
+            assert names.count(name) == 1, (name, seen[0])
+
+    run(main())
+
+
+def test_aclose_closes_the_plain_http_connections():
+    """``await backend.aclose()`` closes the kept-alive plain-HTTP connection at once (the
+    server sees the end of it), as ``close()`` does; nothing is left to the garbage collector."""
+    async def main():
+        closed = asyncio.Event()
+
+        async def keep_alive(reader, writer):
+            await read_request(reader)
+            writer.write(answer())
+            await writer.drain()
+            if await reader.read() == b"":  # the client closed its end
+                closed.set()
+
+        async with RawServer(keep_alive) as srv:
+            b = OpenAIBackend(base_url=f"http://127.0.0.1:{srv.port}/v1", max_retries=0)
+            assert (await b.acompletion("q")).text == "hi"
+            await asyncio.sleep(0.05)
+            assert not closed.is_set()  # kept alive for the next request
+            await b.aclose()
+            await asyncio.wait_for(closed.wait(), 2)
+
+    run(main())
+
+
+@pytest.mark.parametrize("raw", [b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+                                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nabc",
+                                 b"HTTP/1.1 \xb2 OK\r\nContent-Length: 0\r\n\r\n"])
+def test_negative_lengths_and_non_ascii_digits_are_protocol_errors(raw):
+    """Not a ValueError from deep inside asyncio, which the backend reports as an unknown error
+    instead of a bad answer from the server ('²' is a digit to ``str.isdigit``)."""
+    with pytest.raises(ProtocolError):
+        run(parse(raw))
+
+
+def test_close_after_the_loop_ended_still_closes_the_kept_connection():
+    """``asyncio.run(backend.acompletion(...))`` then ``backend.close()`` (or a later call on a
+    new loop, which drops the old loop's pool): the connection the finished loop kept alive is
+    shut at once, not left open on the server until the garbage collector finds it."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    ended: list[bool] = []
+
+    def serve_one_connection():
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length"))
+            while len(body) < length:
+                body += conn.recv(65536)
+            conn.sendall(answer())
+            conn.settimeout(5)
+            try:
+                ended.append(conn.recv(1) == b"")
+            except OSError:
+                ended.append(False)
+
+    server = threading.Thread(target=serve_one_connection, daemon=True)
+    server.start()
+    try:
+        b = OpenAIBackend(base_url=f"http://127.0.0.1:{listener.getsockname()[1]}/v1",
+                          max_retries=0)
+        assert run(b.acompletion("q")).text == "hi"
+        b.close()
+        server.join(10)
+        assert ended == [True]
+    finally:
+        listener.close()

@@ -220,3 +220,25 @@ def test_usage_instructions_describe_the_mode_and_its_settings(mode: str) -> Non
         assert "shown as Out[n]" in text  # the default echo setting
     finally:
         env.shutdown()
+
+
+def test_interrupt_from_another_thread_cancels_the_cell_and_keeps_variables(repl: Any) -> None:
+    """``interrupt()`` (what a cancelled run calls, from its own thread) stops the running cell
+    at once; the cell ends as cancelled, not timed out; its variables stay, the kernel is not
+    restarted; False when no cell runs."""
+    assert repl.interrupt() is False
+    results: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: results.update(
+        r=repl.execute("kept = 7\nwhile True:\n    pass", timeout=60)))
+    t.start()
+    time.sleep(0.5)  # the cell has set ``kept`` and spins
+    assert repl.interrupt() is True
+    t0 = time.perf_counter()
+    t.join(30)
+    assert not t.is_alive() and time.perf_counter() - t0 < 10
+    r = results["r"]
+    assert r.error is not None and r.error.startswith("Cancelled: the cell was interrupted")
+    assert not r.timed_out
+    assert repl.interrupt() is False
+    assert getattr(repl, "restarts", 0) == 0
+    assert ok(repl, "print(kept)").stdout.strip() == "7"

@@ -248,3 +248,77 @@ def test_a_failing_bootstrap_fails_fast_with_the_kernel_traceback(
     assert time.perf_counter() - t0 < 20  # not the whole startup_timeout
     assert "ImportError: no rlm here" in str(info.value)
     assert env.run_dir is None
+
+
+@pytest.mark.parametrize("call", ["add_history", "add_context"])
+def test_shutdown_during_a_control_message_still_frees_everything(host: RecordingHost,
+                                                                  call: str) -> None:
+    """``shutdown()`` from another thread while ``add_history`` / ``add_context`` waits for the
+    kernel's acknowledgement: the call fails, and the run directory, the host socket and the
+    kernel client are freed then, as after a cell, not whenever the REPL is collected."""
+    env = IPythonKernelREPL()
+    env.start(host, {})
+    kernel = env._kernel
+    assert kernel is not None and kernel.channel is not None
+    run_dir, channel = env.run_dir, kernel.channel
+    entered = threading.Event()
+    real_request = channel.request
+
+    def slow_request(message: dict[str, Any], **kwargs: Any) -> Any:
+        entered.set()
+        time.sleep(1.0)  # the REPL is shut down meanwhile: the kernel is killed
+        return real_request(message, **kwargs)
+
+    channel.request = slow_request  # type: ignore[method-assign]
+    errors: list[BaseException] = []
+
+    def add() -> None:
+        try:
+            if call == "add_history":
+                env.add_history([{"role": "user", "content": "q"}], 1)
+            else:
+                env.add_context("late", 1)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    t = threading.Thread(target=add)
+    t.start()
+    assert entered.wait(10)
+    env.shutdown()
+    t.join(30)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], RLMEnvironmentError), errors
+    assert run_dir is not None and not os.path.exists(run_dir)
+    assert kernel.client is None and kernel.listener.fileno() == -1
+
+
+def test_interrupt_while_a_restart_runs_setup_code_does_not_close_the_repl(
+        host: RecordingHost) -> None:
+    """A cancelled run calls ``interrupt()`` whenever it is cancelled: landing while the kernel
+    is being restarted (after a death or a stuck cell) it must not cancel the restart's
+    ``setup_code``, which would close the whole REPL; the setup is not the caller's cell."""
+    env = IPythonKernelREPL(setup_code="import time\ntime.sleep(1.5)\nREADY = 1")
+    env.start(host, {})
+    try:
+        done = threading.Event()
+        answers: list[bool] = []
+
+        def keep_interrupting() -> None:
+            while not done.is_set() and env.restarts == 0:
+                time.sleep(0.005)
+            while not done.is_set():
+                answers.append(env.interrupt())
+                time.sleep(0.02)
+
+        t = threading.Thread(target=keep_interrupting)
+        t.start()
+        try:
+            r = env.execute("import os\nos._exit(3)")
+        finally:
+            done.set()
+            t.join(10)
+        assert r.error is not None and "A new kernel was started" in r.error, r.error
+        assert answers and not any(answers)  # no cell of the caller's was running
+        assert env.execute("print(READY)").stdout.strip() == "1"
+    finally:
+        env.shutdown()

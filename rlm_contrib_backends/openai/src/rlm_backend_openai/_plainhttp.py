@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import zlib
 from typing import NamedTuple
 
@@ -46,12 +47,21 @@ class Response(NamedTuple):
 
 
 def request_head(method: str, target: str, host: str, headers: dict[str, str], length: int) -> bytes:
-    """The request line and headers, with ``Host`` and ``Content-Length``, as bytes."""
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", f"Content-Length: {length}"]
+    """The request line and headers, with ``Host`` and ``Content-Length``, as bytes.
+
+    A ``Host`` among ``headers`` (any case) replaces ``host``; a ``Content-Length`` or
+    ``Transfer-Encoding`` there is dropped: the body's framing is this client's, and a request
+    never carries two of either header (servers answer 400, or worse, read two requests)."""
+    lines = [f"{method} {target} HTTP/1.1", "", f"Content-Length: {length}"]
     for name, value in headers.items():
         if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
             raise ValueError(f"header {name!r} contains a line break")
-        lines.append(f"{name}: {value}")
+        lowered = name.lower()
+        if lowered == "host":
+            host = value
+        elif lowered not in ("content-length", "transfer-encoding"):
+            lines.append(f"{name}: {value}")
+    lines[1] = f"Host: {host}"
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
@@ -75,7 +85,8 @@ async def read_response(reader: asyncio.StreamReader, *, fresh: bool) -> tuple[R
                 raise StaleConnection() from None
             raise
         parts = status_line.decode("latin-1").split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not (
+                parts[1].isascii() and parts[1].isdigit()):
             raise ProtocolError(f"not an HTTP/1.x status line: {status_line[:80]!r}")
         version, status = parts[0], int(parts[1])
         headers: dict[str, str] = {}
@@ -101,6 +112,8 @@ async def read_response(reader: asyncio.StreamReader, *, fresh: bool) -> tuple[R
             length = int(headers["content-length"])
         except ValueError:
             raise ProtocolError(f"bad Content-Length {headers['content-length']!r}") from None
+        if length < 0:
+            raise ProtocolError(f"bad Content-Length {headers['content-length']!r}")
         body = await reader.readexactly(length)
     elif status in (204, 304):
         body = b""
@@ -125,6 +138,8 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
             size = int(size_line, 16)
         except ValueError:
             raise ProtocolError(f"bad chunk size {size_line[:20]!r}") from None
+        if size < 0:
+            raise ProtocolError(f"bad chunk size {size_line[:20]!r}")
         if size == 0:
             while (await _line(reader)) not in (b"\r\n", b"\n"):  # trailers
                 pass
@@ -170,5 +185,17 @@ class PlainHTTPPool:
         self.closed = True
         idle, self._idle = self._idle, []
         for _, writer in idle:
-            with contextlib.suppress(Exception):  # the loop may already be closed
-                writer.close()
+            with contextlib.suppress(Exception):
+                try:
+                    writer.close()
+                except RuntimeError:  # the loop is closed: its transport cannot close the socket
+                    _shut(writer)
+
+
+def _shut(writer: asyncio.StreamWriter) -> None:
+    """End the connection under a transport whose loop is gone, so that the server sees it end
+    now rather than when the garbage collector frees the socket."""
+    sock = writer.transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)

@@ -306,6 +306,11 @@ class OpenAIBackend:
     async def aclose(self) -> None:
         """Close the pools, awaiting the current loop's async client."""
         await self._pool.aclose()
+        with self._plain_lock:
+            mine = self._plain_pools.pop(asyncio.get_running_loop(), None)
+        if mine is not None:
+            mine.close()  # this loop's plain-HTTP connections, now
+        self.close()  # and those of other loops
 
     def __enter__(self) -> OpenAIBackend:
         return self
@@ -372,7 +377,12 @@ class OpenAIBackend:
                    "Authorization": f"Bearer {kw['api_key']}"}
         if kw.get("organization"):
             headers["OpenAI-Organization"] = kw["organization"]
-        headers.update(kw.get("default_headers") or {})
+        # The user's headers replace ours whatever their case, as httpx's case-insensitive
+        # headers do on the SDK path: a custom ``authorization`` means the key is not sent too.
+        custom = dict(kw.get("default_headers") or {})
+        replaced = {name.lower() for name in custom}
+        headers = {name: value for name, value in headers.items() if name.lower() not in replaced}
+        headers.update(custom)
         return headers
 
     def _plain_pool(self) -> PlainHTTPPool:

@@ -266,8 +266,12 @@ class IPythonKernelREPL:
             if not self._started:
                 self._pending_contexts[index] = value
                 return
-            self._write_context(index, value)
-            self._load_context(index)
+            try:
+                self._write_context(index, value)
+                self._load_context(index)
+            finally:
+                if self._closed:  # shut down from another thread meanwhile
+                    self._release()
 
     def _write_context(self, index: int, value: Any) -> None:
         assert self._kernel is not None
@@ -292,7 +296,11 @@ class IPythonKernelREPL:
             self._require_open()
             self._histories[index] = copied
             if self._started:
-                self._control({"t": "history", "index": index, "messages": copied})
+                try:
+                    self._control({"t": "history", "index": index, "messages": copied})
+                finally:
+                    if self._closed:  # shut down from another thread meanwhile
+                        self._release()
 
     def _control(self, message: dict[str, Any]) -> None:
         kernel = self._kernel
@@ -364,14 +372,16 @@ class IPythonKernelREPL:
         interrupted_at: float | None = None
         cancelled = False
         lost: str | None = None
-        self._cancel = threading.Event()
+        cancel = threading.Event()
+        if restart_on_stuck:  # a caller's cell, not setup_code: interrupt() may stop it
+            self._cancel = cancel
         try:
             while True:
                 now = time.monotonic()
                 if self._closed:
                     lost = "closed"
                     break
-                if interrupted_at is None and self._cancel.is_set():  # interrupt() was called
+                if interrupted_at is None and cancel.is_set():  # interrupt() was called
                     interrupted_at, cancelled = now, True
                     self._interrupt(kernel)
                 if deadline is not None and interrupted_at is None and now >= deadline:
@@ -398,7 +408,8 @@ class IPythonKernelREPL:
             self._interrupt(kernel)
             raise
         finally:
-            self._cancel = None
+            if restart_on_stuck:
+                self._cancel = None
         timed_out = interrupted_at is not None and not cancelled
         error = cell.error
         if lost == "closed":
@@ -420,7 +431,7 @@ class IPythonKernelREPL:
         """Stop the cell running now, from any thread (a cancelled run's cell in a persistent
         REPL): the kernel gets SIGINT, the cell ends with ``Cancelled: ...``, variables kept
         (killed and restarted after ``interrupt_grace`` if it does not stop). False when no cell
-        was running."""
+        was running (``setup_code``, also when a restart runs it, is not stopped)."""
         cancel = self._cancel
         if cancel is None:
             return False
