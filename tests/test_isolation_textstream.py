@@ -215,10 +215,10 @@ def test_shutdown_from_another_thread_does_not_wait_for_a_cell_that_never_ends()
     env.start(RecordingHost(), {})
     results: list = []
     cell = threading.Thread(target=lambda: results.append(
-        env.execute("import time\nwhile True:\n    time.sleep(0.02)")))
+        env.execute("import time\nwhile True:\n    time.sleep(0.02)")), daemon=True)
     cell.start()
     deadline = time.monotonic() + 10
-    while not env._in_cell and time.monotonic() < deadline:
+    while env._cell_id is None and time.monotonic() < deadline:
         time.sleep(0.01)
     closer = threading.Thread(target=env.shutdown)
     try:
@@ -254,3 +254,24 @@ class TestTextLineTransportConformance(EnvironmentTests):
     environment_name = "textpipe"
     environment_kwargs = {"memory_limit": None}
     capabilities = {"isolated": False, "callables_as_tools": False}
+
+
+def test_an_interrupt_that_overtakes_its_cell_stops_it_at_start():
+    """interrupt() right after the exec is sent (before the worker's executor has the cell):
+    the worker remembers it for that exec, so one call is enough — no retry loop."""
+    env = TestTextLineTransportConformance().started()
+    try:
+        env.execute("kept = 1")
+        out = {}
+        cell = threading.Thread(target=lambda: out.update(r=env.execute(
+            "import time\nfor _ in range(600):\n    time.sleep(0.05)\nnever = 1")))
+        cell.start()
+        while env._cell_id is None:  # the exec is being sent: interrupt once, at once
+            time.sleep(0.0005)
+        assert env.interrupt() is True
+        cell.join(15)
+        assert not cell.is_alive(), "a single interrupt() was lost"
+        assert out["r"].error.startswith("Cancelled")
+        assert env.execute("print(kept, 'never' in globals())").stdout.strip() == "1 False"
+    finally:
+        env.shutdown()

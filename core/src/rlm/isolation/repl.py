@@ -333,7 +333,7 @@ class IsolatedREPL:
         self._started = False
         self._closed = False
         self._closing = False  # shutdown() was called while another thread held the REPL
-        self._in_cell = False
+        self._cell_id: int | None = None  # the id of the exec in flight (interrupt() names it)
         self.restarts = 0
         self.startup_seconds: float | None = None
 
@@ -545,11 +545,11 @@ class IsolatedREPL:
         """Stop the cell running now, from any thread (a cancelled run's cell in a persistent
         REPL): the worker raises in it, the cell ends with ``Cancelled: ...``, state kept. False
         when no cell was running."""
-        channel = self._channel
-        if channel is None or not self._in_cell:
+        channel, cell = self._channel, self._cell_id
+        if channel is None or cell is None:
             return False
         try:
-            channel.send({"t": "interrupt"})
+            channel.send({"t": "interrupt", "cell": cell})
         except Exception:  # noqa: BLE001 - the worker is gone: the cell ends anyway
             return False
         return True
@@ -561,12 +561,12 @@ class IsolatedREPL:
         try:
             if channel is None:
                 raise ChannelClosed("the worker is gone")
-            self._in_cell = True
+            cell = self._cell_id = channel._new_id()  # what interrupt() names
             try:
-                msg = channel.request({"t": "exec", "code": code, "timeout": limit,
+                msg = channel.request({"t": "exec", "id": cell, "code": code, "timeout": limit,
                                        "filename": filename}, timeout=backstop)
             finally:
-                self._in_cell = False
+                self._cell_id = None
         except KeyboardInterrupt:
             if channel is not None:
                 try:

@@ -22,7 +22,8 @@ Session, in order:
 3. Then, in any order: ``exec`` (one cell; answered by ``result``), ``context`` / ``history``
    (bind ``context_N`` / ``history_N``), ``file_open`` + blobs + ``file_close`` (stream a file into
    the worker's context directory), ``interrupt``, ``reply`` (the answer to a worker ``call``),
-   ``shutdown``. The worker sends ``call`` for ``llm_query`` and friends.
+   ``shutdown``. The worker sends ``call`` for ``llm_query`` and friends. An ``interrupt`` names
+   the exec it is for (``cell``: that exec's id); one that overtakes its cell stops it at start.
 
 The worker is no security boundary by itself: everything it runs can read its own memory and
 write to its own channel. The sandbox around it is the boundary, and the host treats every frame
@@ -580,12 +581,14 @@ class _Job:
         self.exc = None
 
     def interrupt(self, reason):
+        """Stop the cell with ``reason``; one not started yet stops as soon as it starts."""
         with self.lock:
-            if self.finished or self.ident is None:
+            if self.finished:
                 return False
             if self.stop_reason is None:
                 self.stop_reason = reason
-            _raise_in(self.ident, reason)
+            if self.ident is not None:
+                _raise_in(self.ident, reason)
             return True
 
 
@@ -624,6 +627,9 @@ class _Executor:
             try:
                 with job.lock:
                     job.ident = threading.get_ident()
+                    stopped_early = job.stop_reason
+                if stopped_early is not None:  # interrupted before it started
+                    raise stopped_early()
                 exec(job.code, self.core.ns)  # noqa: S102 - running model code is the point
             except BaseException as e:  # noqa: BLE001
                 exc = e
@@ -658,6 +664,9 @@ class Worker:
         self.job = None
         self.files = {}
         self.closed = False
+        self.interrupt_lock = threading.Lock()
+        self.job_cell = None  # the id of the exec whose cell runs
+        self.pending_interrupt = None  # an interrupt for an exec not started yet
         self.exec_lock = threading.Lock()
 
     def send(self, message):
@@ -744,9 +753,15 @@ class Worker:
                 threading.Thread(target=self._exec, args=(msg,), name="rlm-supervisor",
                                  daemon=True).start()
             elif t == "interrupt":
-                job = self.job
-                if job is not None:
-                    job.interrupt(CellCancelled)
+                # ``cell`` names the exec it is meant for: one whose cell has not reached the
+                # executor yet is remembered and stopped as soon as it does.
+                cell = msg.get("cell")
+                with self.interrupt_lock:
+                    job = self.job
+                    if job is not None and (cell is None or cell == self.job_cell):
+                        job.interrupt(CellCancelled)
+                    elif cell is not None:
+                        self.pending_interrupt = cell
             elif t == "context":
                 self._control(msg, lambda: self.core.load_context(
                     int(msg["index"]), msg["path"], msg.get("format", "text")))
@@ -783,11 +798,11 @@ class Worker:
     def _exec(self, msg):
         with self.exec_lock:
             result = self._run_cell(str(msg.get("code", "")), msg.get("timeout"),
-                                    msg.get("filename"))
+                                    msg.get("filename"), msg.get("id"))
         result["id"] = msg.get("id")
         self.send(result)
 
-    def _run_cell(self, code, timeout, filename):
+    def _run_cell(self, code, timeout, filename, cell_id=None):
         core = self.core
         started = time.perf_counter()
         core.restore()
@@ -798,7 +813,11 @@ class Worker:
         job = _Job(compiled)
         if self.executor is None or self.executor.abandoned:
             self.executor = _Executor(core)
-        self.job = job
+        with self.interrupt_lock:
+            self.job, self.job_cell = job, cell_id
+            if cell_id is not None and self.pending_interrupt == cell_id:
+                job.interrupt(CellCancelled)  # it came before the cell did
+            self.pending_interrupt = None
         self.executor.submit(job)
         limit = None if timeout is None else max(float(timeout), 0.0)
         abandoned = False
@@ -812,7 +831,8 @@ class Worker:
                     self.executor = None
                     break
                 job.interrupt(CellTimeout)
-        self.job = None
+        with self.interrupt_lock:
+            self.job = self.job_cell = None
         exc = job.exc
         job.exc = None
         if abandoned:

@@ -118,7 +118,7 @@ class PyodideREPL(IsolatedREPL):
         which writes SIGINT into Pyodide's interrupt buffer until the cell ends (``Cancelled:
         the cell was interrupted``, variables kept). False when no cell was running."""
         proc = self._proc
-        if proc is None or not self._in_cell or proc.returncode() is not None:
+        if proc is None or self._cell_id is None or proc.returncode() is not None:
             return False
         try:
             os.kill(proc.proc.pid, signal.SIGUSR1)
