@@ -128,3 +128,32 @@ def test_context_chunks_are_json(value):
         assert fmt == "text" and data.decode("utf-8", "surrogatepass") == value
     else:
         assert fmt == "json" and json.loads(data) == value
+
+
+def test_a_worker_flooding_calls_gets_errors_beyond_the_pending_limit():
+    """Calls beyond max_pending_calls are answered at once with an error; the others are served
+    when the host is free again: the host never queues an unbounded number of calls."""
+    a, b = socket.socketpair()
+    release = threading.Event()
+
+    class BlockingHost:
+        def llm_query(self, prompt, model=None):
+            release.wait(10)
+            return "ok " + prompt
+
+    channel = Channel(lambda n: a.recv(n), a.sendall, BlockingHost(), new_secret(),
+                      max_concurrent_calls=2, max_pending_calls=5)
+    reader = threading.Thread(target=channel._read_loop, daemon=True)
+    reader.start()
+    for i in range(12):
+        b.sendall(W.encode_json({"t": "call", "id": i, "m": "llm_query", "a": [f"p{i}", None]}))
+    frames = W.FrameReader(lambda n: b.recv(n))
+    refused = [frames.read()[1] for _ in range(7)]  # answered before any call could finish
+    assert all(r["t"] == "reply" and "already running or waiting" in r["v"] for r in refused)
+    release.set()
+    served = [frames.read()[1] for _ in range(5)]
+    assert sorted(r["v"] for r in served) == sorted(f"ok p{r['id']}" for r in served)
+    assert {r["id"] for r in refused} | {r["id"] for r in served} == set(range(12))
+    assert channel._pending_calls == 0
+    a.close()
+    b.close()

@@ -41,10 +41,14 @@ class Channel:
         host: the run's Host; ``None`` until :meth:`set_host` (calls are refused meanwhile).
         secret: the per-run secret the worker was given.
         max_concurrent_calls: how many helper calls run on the host at once; more wait in line.
+        max_pending_calls: how many may be running or waiting at once; a call beyond that is
+            answered at once with an error string (a worker flooding ``call`` frames cannot grow
+            the host's memory without bound).
     """
 
     def __init__(self, read: Callable[[int], bytes], write: Callable[[bytes], Any], host: Any,
-                 secret: bytes, *, max_concurrent_calls: int = 16, name: str = "rlm-worker"):
+                 secret: bytes, *, max_concurrent_calls: int = 16, max_pending_calls: int = 256,
+                 name: str = "rlm-worker"):
         self._reader = FrameReader(read)
         self._write = write
         self.host = host
@@ -61,6 +65,9 @@ class Channel:
         self.close_reason: str | None = None
         self.worker_info: dict[str, Any] = {}
         self.calls_served = 0
+        self._max_pending = max_pending_calls
+        self._pending_calls = 0
+        self._pending_lock = threading.Lock()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -165,7 +172,17 @@ class Channel:
                     raise ProtocolError("the worker sent a binary frame")
                 t = msg["t"]
                 if t == "call":
-                    self._pool.submit(self._serve_call, msg)
+                    with self._pending_lock:
+                        full = self._pending_calls >= self._max_pending
+                        if not full:
+                            self._pending_calls += 1
+                    if full:
+                        self.send({"t": "reply", "id": msg.get("id"), "v": (
+                            f"Error: {self._max_pending} helper calls are already running or "
+                            "waiting on the host; wait for some to finish (fewer threads, or one "
+                            "llm_query_batched call for many prompts)")})
+                    else:
+                        self._pool.submit(self._serve_call, msg)
                 elif t in ("result", "ack"):
                     with self._waiters_lock:
                         slot = self._waiters.pop(msg.get("id"), None)
@@ -198,6 +215,9 @@ class Channel:
             value = self._dispatch(msg)
         except Exception as exc:  # noqa: BLE001 - helpers never raise into model code
             value = f"Error: {type(exc).__name__}: {exc}"
+        finally:
+            with self._pending_lock:
+                self._pending_calls -= 1
         try:
             self.send({"t": "reply", "id": call_id, "v": value})
         except (OSError, ProtocolError, TypeError, ValueError) as exc:
