@@ -25,9 +25,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .streams import LINE_CHARS, ChunkStream
-from .worker import _HEADER, MAX_FRAME, ProtocolError
+from .worker import MAX_FRAME, ProtocolError, TEXT_MARK, _HEADER
 
-MARK = "@"
+MARK = TEXT_MARK.decode("ascii")  # the worker's own line mark, as text
 
 
 class TextLineStream(ChunkStream):
