@@ -23,13 +23,15 @@ if TYPE_CHECKING:
     from ._rlm import RLM
     from .logger import RLMLogger
     from ._batch import BatchReport, batch
-    from .types import RLMChatCompletion, UsageSummary
+    from .types import AnswerSource, RLMChatCompletion, RunStatus, UsageSummary
 
 _LAZY = {
     "RLM": ("._rlm", "RLM"),
     "RLMLogger": (".logger", "RLMLogger"),
     "RLMChatCompletion": (".types", "RLMChatCompletion"),
     "UsageSummary": (".types", "UsageSummary"),
+    "RunStatus": (".types", "RunStatus"),
+    "AnswerSource": (".types", "AnswerSource"),
     "ModelUsageSummary": (".types", "ModelUsageSummary"),
     "PluginManager": ("._manager", "PluginManager"),
     "get_plugin_manager": ("._manager", "get_plugin_manager"),
@@ -54,8 +56,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "RLM", "BackendError", "BatchReport", "batch", "BudgetExceededError", "CancellationError", "ConfigurationError",
+    "RLM", "AnswerSource", "BackendError", "BatchReport", "batch", "BudgetExceededError", "CancellationError", "ConfigurationError",
     "ErrorThresholdExceededError", "ModelUsageSummary", "PluginError", "PluginManager",
-    "RLMChatCompletion", "RLMError", "RLMLogger", "TimeoutExceededError",
+    "RLMChatCompletion", "RLMError", "RLMLogger", "RunStatus", "TimeoutExceededError",
     "TokenLimitExceededError", "UnknownPluginError", "UsageSummary", "get_plugin_manager",
 ]

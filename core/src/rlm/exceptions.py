@@ -6,6 +6,8 @@ the ``answer["content"]`` the REPL had set so far, else the last model response.
 
 from __future__ import annotations
 
+from .types import RunStatus
+
 
 class RLMError(Exception):
     """Base class of every rlm exception."""
@@ -16,10 +18,14 @@ class RLMError(Exception):
 
 class _LimitError(RLMError):
     partial_answer: str | None = None
+    #: How a run that raised this ended (also in logs, the store and ``rlm run --json``).
+    status: RunStatus = RunStatus.ERROR
 
 
 class BudgetExceededError(_LimitError):
     """The run spent more than ``max_budget`` USD (children included)."""
+
+    status = RunStatus.BUDGET
 
     def __init__(self, spent: float, budget: float, partial_answer: str | None = None,
                  message: str | None = None):
@@ -32,6 +38,8 @@ class BudgetExceededError(_LimitError):
 class TimeoutExceededError(_LimitError):
     """The run took longer than ``max_timeout`` seconds."""
 
+    status = RunStatus.TIMEOUT
+
     def __init__(self, elapsed: float, timeout: float, partial_answer: str | None = None,
                  message: str | None = None):
         self.elapsed = elapsed
@@ -43,6 +51,8 @@ class TimeoutExceededError(_LimitError):
 class TokenLimitExceededError(_LimitError):
     """The run used more than ``max_tokens`` input plus output tokens."""
 
+    status = RunStatus.TOKENS
+
     def __init__(self, tokens_used: int, token_limit: int, partial_answer: str | None = None,
                  message: str | None = None):
         self.tokens_used = tokens_used
@@ -53,6 +63,8 @@ class TokenLimitExceededError(_LimitError):
 
 class ErrorThresholdExceededError(_LimitError):
     """``max_errors`` consecutive turns ended with a failing REPL cell."""
+
+    status = RunStatus.ERRORS
 
     def __init__(self, error_count: int, threshold: int, last_error: str | None = None,
                  partial_answer: str | None = None, message: str | None = None):
@@ -67,6 +79,8 @@ class ErrorThresholdExceededError(_LimitError):
 
 class CancellationError(_LimitError):
     """The run was cancelled (``KeyboardInterrupt``)."""
+
+    status = RunStatus.CANCELLED
 
     def __init__(self, partial_answer: str | None = None, message: str | None = None):
         self.partial_answer = partial_answer

@@ -7,6 +7,7 @@ keep working.
 
 from __future__ import annotations
 
+import enum
 import json
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -158,6 +159,55 @@ class UsageSummary:
 # --- results ----------------------------------------------------------------------------
 
 
+class RunStatus(str, enum.Enum):
+    """How a run ended. The value is what logs, the store, the viewer and ``rlm run --json`` show.
+
+    Only ``COMPLETED`` means the model set its answer within the limits. ``MAX_ITERATIONS`` comes
+    back as a result (the answer was asked for after the last turn); the other limits raise their
+    exception, which carries the same status in its ``status`` attribute.
+    """
+
+    COMPLETED = "completed"
+    MAX_ITERATIONS = "max_iterations"
+    TIMEOUT = "timeout"
+    BUDGET = "budget"
+    TOKENS = "tokens"
+    ERRORS = "errors"
+    CANCELLED = "cancelled"
+    ERROR = "error"  # an exception that is not a limit (a backend or environment failure)
+
+    @property
+    def is_success(self) -> bool:
+        return self is RunStatus.COMPLETED
+
+    @classmethod
+    def parse(cls, value: Any) -> RunStatus:
+        """A status from its value (the seed's logs wrote ``"ok"`` for ``COMPLETED``)."""
+        if isinstance(value, RunStatus):
+            return value
+        if value == "ok":
+            return cls.COMPLETED
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.ERROR
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class AnswerSource(str, enum.Enum):
+    """How the answer of a run was obtained."""
+
+    MODEL = "model"  # the model set it (answer["ready"], FINAL, FINAL_VAR) within its turns
+    AFTER_LIMIT = "after_limit"  # asked for after a limit (the call after the last turn)
+    PARTIAL = "partial"  # the best partial answer (answer["content"]) set before a limit
+    NONE = "none"  # no answer: the last reply after a limit was still code, or nothing at all
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass
 class RLMChatCompletion:
     """The result of ``RLM.completion()`` (and the record of one sub-call made from a REPL)."""
@@ -174,6 +224,15 @@ class RLMChatCompletion:
     kind: str = "rlm"  # "rlm" (a completion or child RLM) or "llm" (a plain sub-call)
     #: A sub-call's id within its parent run (the ``call_id`` of its Subcall events).
     call_id: str | None = None
+    #: How the run ended; only ``RunStatus.COMPLETED`` is a success.
+    status: RunStatus = RunStatus.COMPLETED
+    #: How ``response`` was obtained (set by the model, or asked for after a limit).
+    answer_source: AnswerSource = AnswerSource.MODEL
+
+    @property
+    def ok(self) -> bool:
+        """True when the model set its answer within every limit."""
+        return self.status is RunStatus.COMPLETED
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -184,6 +243,8 @@ class RLMChatCompletion:
             "execution_time": self.execution_time,
             "depth": self.depth,
             "kind": self.kind,
+            "status": self.status.value,
+            "answer_source": self.answer_source.value,
         }
         if self.error is not None:
             d["error"] = self.error
@@ -208,6 +269,8 @@ class RLMChatCompletion:
             depth=int(data.get("depth", 0)),
             kind=str(data.get("kind", "rlm")),
             call_id=data.get("call_id"),
+            status=RunStatus.parse(data.get("status", RunStatus.COMPLETED)),
+            answer_source=AnswerSource(data.get("answer_source", AnswerSource.MODEL)),
         )
 
 
