@@ -112,3 +112,152 @@ def test_final_var_round_trips(name, before):
 def test_strip_fences_removes_code(code, before):
     text = f"{before}\n```repl\n{code}\n```"
     assert strip_fences(text) == before
+
+
+# --- Hostile replies (issue 16): the parser is linear, agrees with the reference, reads CRLF. ---
+
+import re  # noqa: E402
+
+import rlm.parsing as parsing  # noqa: E402
+
+# The opening-fence rule as a regular expression: the reference the str-method parser must equal
+# (applied only to short lines here, where its quadratic backtracking is harmless).
+_REFERENCE_OPEN = re.compile(r"^([ \t]*)(`{3,}|~{3,})[ \t]*([A-Za-z0-9_+-]*)[^\n`]*$")
+_REFERENCE_CLOSE = r"^[ \t]*{c}{{{n},}}[ \t]*$"
+
+# Lines built from the characters that matter to fences and FINAL, in runs (the shapes that made
+# the old regex backtrack: a marker, then a long tag or long blanks, then a stray backtick).
+_hostile_piece = st.sampled_from(["`", "```", "````", "~~~", "~", " ", "\t", "repl", "py", "a", "-",
+                                  "+", "(", ")", "FINAL(", "FINAL_VAR(", ">", "*", "_", ".", "x",
+                                  "\u00e9", "\udcff", "\r"])
+hostile_line = st.lists(st.tuples(_hostile_piece, st.integers(1, 6)), max_size=8).map(
+    lambda runs: "".join(p * k for p, k in runs))
+
+
+@given(line=hostile_line.filter(lambda s: "\r" not in s))
+@settings(max_examples=500)
+def test_fence_lines_agree_with_the_reference_regex(line):
+    m = _REFERENCE_OPEN.match(line)
+    got = parsing._opening(line)
+    assert got == (None if m is None else (m.group(1), m.group(2), m.group(3)))
+    for char in "`~":
+        for n in (3, 4):
+            expected = re.match(_REFERENCE_CLOSE.format(c=re.escape(char), n=n), line) is not None
+            assert parsing._closes(line, char, n) == expected
+
+
+@given(lines=st.lists(hostile_line, max_size=12), crlf=st.booleans())
+@settings(max_examples=300)
+def test_crlf_replies_parse_like_lf_replies(lines, crlf):
+    lf = "\n".join(ln.replace("\r", "") for ln in lines)
+    text = lf.replace("\n", "\r\n") if crlf else lf
+    assert find_code_blocks(text) == find_code_blocks(lf)
+    assert find_final_answer(text) == find_final_answer(lf)
+
+
+def test_crlf_reply_runs_its_code():
+    reply = "Let me look.\r\n```repl\r\nx = 1\r\nprint(x)\r\n```\r\nFINAL(done)\r\n"
+    assert find_code_blocks(reply) == ["x = 1\nprint(x)"]
+    assert find_final_answer(reply).value == "done"
+    assert find_code_blocks("```repl\rx = 2\r```") == ["x = 2"]
+
+
+def _charset(item) -> frozenset[int] | None:
+    """The code points (below 0x300) one sre item matches, or None when it is not a single char."""
+    op, av = item
+    name = str(op)
+    universe = range(0x300)
+    if name == "LITERAL":
+        return frozenset([av])
+    if name == "NOT_LITERAL":
+        return frozenset(c for c in universe if c != av)
+    if name == "ANY":
+        return frozenset(c for c in universe if c != 10)
+    if name == "IN":
+        chars: set[int] = set()
+        negate = False
+        for sub_op, sub_av in av:
+            sub = str(sub_op)
+            if sub == "NEGATE":
+                negate = True
+            elif sub == "LITERAL":
+                chars.add(sub_av)
+            elif sub == "RANGE":
+                chars.update(range(sub_av[0], min(sub_av[1], 0x2FF) + 1))
+            elif sub == "CATEGORY":
+                probe = {"CATEGORY_DIGIT": str.isdigit, "CATEGORY_SPACE": str.isspace,
+                         "CATEGORY_WORD": lambda ch: ch.isalnum() or ch == "_"}
+                test = probe.get(str(sub_av).replace("CATEGORY_UNI_", "CATEGORY_"))
+                test = test or (lambda ch, key=str(sub_av).replace("NOT_", ""): not probe.get(
+                    key.replace("CATEGORY_UNI_", "CATEGORY_"), str.isspace)(ch))
+                chars.update(c for c in universe if test(chr(c)))
+        return frozenset(c for c in universe if c not in chars) if negate else frozenset(chars)
+    return None
+
+
+def _ambiguous_repeats(seq) -> list[str]:
+    """Pairs of unbounded single-character repeats that can split one run of characters between
+    them (only empty-matching items in between): the shape that backtracks quadratically."""
+    found: list[str] = []
+    flat = []
+    for op, av in seq:  # inline groups so ``([ \t]*)`` counts like ``[ \t]*``
+        if str(op) == "SUBPATTERN":
+            flat.extend(av[-1])
+        else:
+            flat.append((op, av))
+    open_repeats: list[frozenset[int]] = []
+    for op, av in flat:
+        name = str(op)
+        if name in ("MAX_REPEAT", "MIN_REPEAT"):
+            lo, hi, body = av
+            if str(body[0][0]) == "SUBPATTERN" or len(body) != 1:
+                found += _ambiguous_repeats(body)
+                open_repeats = []
+                continue
+            chars = _charset(body[0])
+            if chars is not None and hi == _sre_parser().MAXREPEAT:
+                found += [f"{sorted(chars & prev)[:5]}" for prev in open_repeats if chars & prev]
+                open_repeats = ([] if lo else open_repeats) + [chars]
+            elif lo:
+                open_repeats = []
+        elif name == "BRANCH":
+            for alt in av[1]:
+                found += _ambiguous_repeats(alt)
+            open_repeats = []
+        elif name not in ("AT",):
+            open_repeats = []
+    return found
+
+
+def _sre_parser():
+    return getattr(re, "_parser", None) or __import__("sre_parse")
+
+
+def _parse(pattern: re.Pattern[str]):
+    return _sre_parser().parse(pattern.pattern, pattern.flags)
+
+
+def test_the_structural_check_catches_the_old_fence_regex():
+    assert _ambiguous_repeats(_parse(_REFERENCE_OPEN))
+    assert _ambiguous_repeats(_parse(re.compile(r"^a*[a-z]*$")))
+    assert not _ambiguous_repeats(_parse(re.compile(r"^[ \t]*x[a-z]*\)[ .]*$")))
+
+
+def test_no_parser_regex_can_backtrack_quadratically():
+    patterns = [v for v in vars(parsing).values() if isinstance(v, re.Pattern)]
+    assert patterns, "the parser's regular expressions moved: point this test at them"
+    for pattern in patterns:
+        assert _ambiguous_repeats(_parse(pattern)) == [], pattern.pattern
+
+
+@given(line=hostile_line, n=st.integers(1, 4))
+@settings(max_examples=200)
+def test_hostile_reply_results_match_a_line_by_line_reference(line, n):
+    # A reply of the same hostile line repeated, then a real block: the block is always found
+    # unless the hostile line is itself an unclosed opener (then nothing after it is code).
+    reply = "\n".join([line] * n) + "\n```repl\nz = 3\n```"
+    blocks = find_code_blocks(reply)
+    opener = parsing._opening(line.replace("\r", ""))
+    if opener is None and "\r" not in line:
+        assert blocks == ["z = 3"]
+    find_final_answer(reply)  # must not raise on any line

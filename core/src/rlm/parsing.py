@@ -3,18 +3,23 @@
 Code runs from fenced blocks tagged ``repl`` (the protocol's own tag) and also ``python`` / ``py``
 (models trained on Markdown write those, and silently ignoring them wastes turns). A final answer
 in prose is ``FINAL(text)`` or ``FINAL_VAR(name)`` at the start of a line outside any fence.
+
+Every function here is linear in the reply's length, whatever the reply (a reply is untrusted input:
+one line of a megabyte must not hold the host). Fence lines are read with ``str`` methods, not
+regular expressions; the two FINAL patterns have no adjacent repeats that can match the same
+character, so they cannot backtrack quadratically (``tests/test_parsing.py`` checks that
+structurally). Line endings are universal, as in Python source: ``\r\n`` and ``\r`` end a line.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import textwrap
 from dataclasses import dataclass
 
 CODE_TAGS = frozenset({"repl", "python", "py", "python3"})
 
-_OPEN = re.compile(r"^([ \t]*)(`{3,}|~{3,})[ \t]*([A-Za-z0-9_+-]*)[^\n`]*$")
+_TAG_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+-")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,27 +30,53 @@ class Fence:
     end: int  # line index of the closing fence
 
 
-@functools.lru_cache(maxsize=64)
-def _closing_fence(char: str, length: int) -> re.Pattern[str]:
-    """The line that closes a fence opened by ``length`` times ``char`` (or more of them)."""
-    return re.compile(r"^[ \t]*" + re.escape(char) + "{" + str(length) + r",}[ \t]*$")
+def _lines(text: str) -> list[str]:
+    """``text`` split into lines with universal line endings (``\n``, ``\r\n``, ``\r``)."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.split("\n")
+
+
+def _opening(line: str) -> tuple[str, str, str] | None:
+    """``(indent, marker, tag)`` when ``line`` opens a fence, else None.
+
+    An opening line is optional spaces/tabs, three or more backticks or tildes, then anything
+    without a backtick; the tag is the first word after the marker (letters, digits, ``_+-``).
+    """
+    body = line.lstrip(" \t")
+    if not body.startswith(("```", "~~~")):
+        return None
+    char = body[0]
+    rest = body.lstrip(char)
+    if "`" in rest:
+        return None
+    info = rest.lstrip(" \t")
+    k = 0
+    while k < len(info) and info[k] in _TAG_CHARS:
+        k += 1
+    return line[:len(line) - len(body)], body[:len(body) - len(rest)], info[:k]
+
+
+def _closes(line: str, char: str, length: int) -> bool:
+    """Whether ``line`` closes a fence opened by ``length`` times ``char``: as many or more, alone."""
+    mark = line.strip(" \t")
+    return len(mark) >= length and mark.count(char) == len(mark)
 
 
 def iter_fences(text: str) -> list[Fence]:
     """Every closed fenced block, in order. Unclosed fences are ignored (the reply was cut off)."""
-    lines = text.split("\n")
+    lines = _lines(text)
     fences: list[Fence] = []
     i = 0
     n = len(lines)
     while i < n:
-        m = _OPEN.match(lines[i])
-        if not m:
+        opening = _opening(lines[i])
+        if opening is None:
             i += 1
             continue
-        indent, marker, tag = m.group(1), m.group(2), m.group(3).lower()
-        close = _closing_fence(marker[0], len(marker))
+        indent, marker, tag = opening[0], opening[1], opening[2].lower()
         j = i + 1
-        while j < n and not close.match(lines[j]):
+        while j < n and not _closes(lines[j], marker[0], len(marker)):
             j += 1
         if j >= n:  # unclosed: not code
             break
@@ -64,7 +95,7 @@ def find_code_blocks(text: str) -> list[str]:
 
 def strip_fences(text: str) -> str:
     """``text`` with every closed fenced block removed (used before looking for FINAL)."""
-    lines = text.split("\n")
+    lines = _lines(text)
     drop: set[int] = set()
     for f in iter_fences(text):
         drop.update(range(f.start, f.end + 1))
