@@ -717,6 +717,23 @@ ESCAPE_ATTEMPTS: tuple[EscapeAttempt, ...] = (
                   "    res['chroot'] = -1\n"
                   "print('ESCALATED' if 0 in res.values() else 'blocked', res)",
                   check=_marker("ESCALATED")),
+    EscapeAttempt("unprivileged-syscalls",
+                  "make syscalls that need no privilege but reach past the sandbox's limits: a "
+                  "pidfd on a process, memory in memfd and System V shared memory or message "
+                  "queues (outside every tmpfs and file-size limit)",
+                  "import ctypes, os\ntry:\n    libc = ctypes.CDLL(None, use_errno=True)\n"
+                  "except Exception as e:\n    libc = None\n    print('blocked', type(e).__name__)\n"
+                  "if libc is not None:\n"
+                  "    calls = {'pidfd_open': lambda: libc.syscall(434, os.getpid(), 0),\n"
+                  "             'memfd_create': lambda: libc.memfd_create(b'x', 0),\n"
+                  "             'shmget': lambda: libc.shmget(0, 4096, 0o1600),\n"
+                  "             'msgget': lambda: libc.msgget(0, 0o1600),\n"
+                  "             'semget': lambda: libc.semget(0, 1, 0o1600)}\n"
+                  "    for name, call in calls.items():\n"
+                  "        try:\n            r = call()\n        except Exception as e:\n"
+                  "            r = -1\n"
+                  "        print('ALLOWED' if r >= 0 else 'blocked', name, r)",
+                  check=_marker("ALLOWED")),
     EscapeAttempt("exhaust-memory",
                   "allocate memory until something breaks",
                   "hog = []\ntry:\n    for i in range(512):\n"

@@ -8,52 +8,13 @@ before the worker runs any model code.
 
 from __future__ import annotations
 
-import errno
-
-# Syscalls model code has no business making (most are refused by Docker's profile already,
-# without CAP_SYS_ADMIN; listing them again costs nothing and holds if the profile is changed).
-DENIED = (
-    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd", "pidfd_open",
-    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "move_mount", "open_tree",
-    "fsopen", "fsmount", "fsconfig", "fspick", "mount_setattr", "kexec_load", "kexec_file_load",
-    "init_module", "finit_module", "delete_module", "reboot", "bpf", "perf_event_open",
-    "userfaultfd", "keyctl", "add_key", "request_key", "swapon", "swapoff", "acct", "quotactl",
-    "open_by_handle_at", "name_to_handle_at", "iopl", "ioperm", "syslog", "mknod", "mknodat",
-    "io_uring_setup", "io_uring_enter", "io_uring_register", "personality",
-)
-CLONE_THREAD = 0x00010000
-AF_UNIX = 1
+from rlm.isolation.seccomp import compile_program
 
 
 def compile_filter(*, allow_subprocess: bool) -> bytes:
-    """The BPF program (``struct sock_filter[]``) as bytes.
-
-    Default allow, then: :data:`DENIED` fail with EPERM; ``clone3`` with ENOSYS (glibc falls back
-    to ``clone``, whose flags a filter can inspect, so threads keep working); sockets other than
-    AF_UNIX fail with EAFNOSUPPORT; unless ``allow_subprocess``, ``fork``, ``vfork`` and
-    ``clone`` without ``CLONE_THREAD`` fail with EPERM: no new processes.
-    """
-    import tempfile
-
-    import pyseccomp as sc
-
-    flt = sc.SyscallFilter(sc.ALLOW)
-    for name in DENIED:
-        try:
-            flt.add_rule(sc.ERRNO(errno.EPERM), name)
-        except (ValueError, RuntimeError, OSError):  # unknown on this architecture
-            continue
-    flt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
-    flt.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.NE, AF_UNIX))
-    if not allow_subprocess:
-        flt.add_rule(sc.ERRNO(errno.EPERM), "fork")
-        flt.add_rule(sc.ERRNO(errno.EPERM), "vfork")
-        flt.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, CLONE_THREAD, 0))
-    with tempfile.TemporaryFile() as f:
-        flt.export_bpf(f)
-        f.flush()
-        f.seek(0)
-        return f.read()
+    """The BPF program (``struct sock_filter[]``) as bytes: the policy of
+    :mod:`rlm.isolation.seccomp`, the same one the ``sandbox`` environment installs."""
+    return compile_program(allow_subprocess=allow_subprocess)
 
 
 # PID 1 of the container (stdlib + ctypes only). It forks the worker and stays as a minimal init:

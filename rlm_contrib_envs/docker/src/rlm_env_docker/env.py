@@ -9,8 +9,9 @@ One container per run (per ``RLM`` in persistent mode), created through the Dock
   a non-root user (65534 by default); a private IPC namespace; no log driver (the channel's
   bytes are never written to the daemon's disk);
 * Docker's default seccomp profile plus a stricter filter the worker installs on itself before
-  any model code runs (no ``fork``/``exec``, no sockets but AF_UNIX, no ptrace, mount,
-  namespaces, BPF, keyrings, io_uring);
+  any model code runs, the policy the sandbox applies too (:mod:`rlm.isolation.seccomp`: no
+  ``fork``/``exec``, no sockets but AF_UNIX, no ptrace, mount, namespaces, BPF, keyrings,
+  io_uring, clock changes, memfd or System V shared memory);
 * optionally the gVisor runtime (``runtime="runsc"``): a user-space kernel between the model's
   code and the host's kernel.
 

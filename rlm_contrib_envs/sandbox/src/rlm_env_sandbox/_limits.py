@@ -1,60 +1,19 @@
-"""cgroup caps and the seccomp filter of the sandbox."""
+"""cgroup caps and the seccomp filter of the sandbox (the policy: :mod:`rlm.isolation.seccomp`)."""
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
-import tempfile
 import time
 from dataclasses import dataclass, field
 
-# Syscalls model code has no business making; they answer EPERM.
-DENIED_SYSCALLS = (
-    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
-    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "move_mount", "open_tree",
-    "fsopen", "fsmount", "fsconfig", "fspick", "mount_setattr",
-    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot",
-    "bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key",
-    "swapon", "swapoff", "acct", "quotactl", "open_by_handle_at", "name_to_handle_at",
-    "iopl", "ioperm", "syslog", "mknod", "mknodat", "lookup_dcookie", "fanotify_init",
-    "io_uring_setup", "io_uring_enter", "io_uring_register", "clock_settime", "settimeofday",
-    "adjtimex", "clock_adjtime", "personality",
-)
-_CLONE_THREAD = 0x00010000
-_AF_UNIX = 1
+from rlm.isolation.seccomp import program_fd
 
 
 def seccomp_program(*, allow_subprocess: bool) -> int:
-    """A file descriptor holding the compiled BPF program for ``bwrap --seccomp FD``.
-
-    Default allow, then: :data:`DENIED_SYSCALLS` fail with EPERM; ``clone3`` fails with ENOSYS
-    (glibc then falls back to ``clone``, whose flags a filter can see: threads keep working);
-    sockets other than AF_UNIX fail with EAFNOSUPPORT; unless ``allow_subprocess``, ``fork``,
-    ``vfork`` and ``clone`` without ``CLONE_THREAD`` fail with EPERM, so model code cannot start
-    processes (bubblewrap installs the filter just before it starts the worker).
-    """
-    import pyseccomp as sc
-
-    flt = sc.SyscallFilter(sc.ALLOW)
-    for name in DENIED_SYSCALLS:
-        try:
-            flt.add_rule(sc.ERRNO(errno.EPERM), name)
-        except (ValueError, RuntimeError, OSError):  # unknown on this architecture
-            continue
-    flt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
-    flt.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.NE, _AF_UNIX))
-    if not allow_subprocess:
-        flt.add_rule(sc.ERRNO(errno.EPERM), "fork")
-        flt.add_rule(sc.ERRNO(errno.EPERM), "vfork")
-        flt.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))
-    f = tempfile.TemporaryFile()
-    flt.export_bpf(f)
-    f.flush()
-    fd = os.dup(f.fileno())
-    f.close()
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
+    """A file descriptor holding the compiled BPF program for ``bwrap --seccomp FD``: the policy
+    of :mod:`rlm.isolation.seccomp`, the same one the ``docker`` environment installs."""
+    return program_fd(allow_subprocess=allow_subprocess)
 
 
 @dataclass

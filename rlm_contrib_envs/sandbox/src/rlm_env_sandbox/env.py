@@ -10,8 +10,9 @@ Layers, outermost first (each one is reported in :attr:`SandboxREPL.isolation_re
   loopback device nobody listens on), a fresh root with ``/usr`` and the interpreter read-only,
   ``/proc`` of its own, a minimal ``/dev``, a size-limited private tmpfs at ``/tmp`` (the working
   directory), no further user namespaces, killed with its parent;
-* a seccomp filter (see :mod:`._limits`): no ptrace, mount, module, BPF, keyring syscalls, no
-  sockets but AF_UNIX, no new processes (unless ``allow_subprocess=True``);
+* a seccomp filter, the policy the docker environment applies too (:mod:`rlm.isolation.seccomp`):
+  no ptrace, mount, module, BPF, keyring, clock, memfd or System V IPC syscalls, no sockets but
+  AF_UNIX, no new processes (unless ``allow_subprocess=True``);
 * rlimits set by the worker on itself before any model code runs (file size, open files, core
   dumps, CPU time, address space when no cgroup caps memory).
 
