@@ -13,6 +13,7 @@ import pytest
 import rlm
 from rlm import RLM
 from rlm.logger import RLMLogger
+from rlm.types import AnswerSource, RunStatus
 from rlm.testing import OpenAICompatibleServer, Reply
 
 MODEL = "scripted-root"
@@ -133,7 +134,10 @@ def test_out_of_iterations_asks_for_a_final_answer(server):
 def test_out_of_iterations_prefers_answer_content(server):
     script = Script([repl('answer["content"] = "draft"'), "whatever"])
     with make(server, script, max_iterations=1) as r:
-        assert r.completion("q").response == "draft"
+        result = r.completion("q")
+    assert result.response == "draft"
+    assert result.status is RunStatus.MAX_ITERATIONS and result.answer_source is AnswerSource.PARTIAL
+    assert not result.ok
 
 
 def test_no_code_gets_a_nudge(server):
@@ -430,3 +434,71 @@ def test_nested_secrets_never_reach_the_log(server, tmp_path):
     text = open(logger.log_file_path).read()
     assert "nested-secret-456" not in text and "test-key-123" not in text
     assert "visible" in text
+
+
+# --- how a run ended (RunStatus / AnswerSource) ---------------------------------------------
+
+
+def test_a_run_the_model_finishes_is_completed(server, tmp_path):
+    script = Script([repl("print(6 * 7)"), repl('answer["content"] = "42"\nanswer["ready"] = True')])
+    with make(server, script, logger=RLMLogger(str(tmp_path))) as r:
+        result = r.completion("q")
+    assert (result.response, result.status, result.answer_source, result.ok) == (
+        "42", RunStatus.COMPLETED, AnswerSource.MODEL, True)
+    records = [json.loads(line) for f in tmp_path.glob("*.jsonl") for line in f.read_text().splitlines()]
+    [final] = [rec for rec in records if rec.get("type") == "result"]
+    assert final["status"] == "completed" and final["answer_source"] == "model"
+    assert result.to_dict()["status"] == "completed"
+    assert rlm.RLMChatCompletion.from_dict(result.to_dict()).status is RunStatus.COMPLETED
+
+
+def test_a_code_fence_is_never_an_answer(server, tmp_path):
+    """Out of turns, a reply to the final request that is still code (setting no answer) is not
+    returned as the answer: the run reports that it has none."""
+    code_only = repl("n = 3\nprint(n)")
+    with make(server, Script([code_only]), max_iterations=2, logger=RLMLogger(str(tmp_path))) as r:
+        result = r.completion("q")
+    assert "```" not in result.response and result.response == ""
+    assert result.status is RunStatus.MAX_ITERATIONS and result.answer_source is AnswerSource.NONE
+    assert not result.ok
+    records = [json.loads(line) for f in tmp_path.glob("*.jsonl") for line in f.read_text().splitlines()]
+    [final] = [rec for rec in records if rec.get("type") == "result"]
+    assert final["status"] == "max_iterations" and final["answer_source"] == "none"
+
+
+def test_an_answer_asked_for_after_the_last_turn_says_so(server):
+    script = Script([repl("print(1)"), "FINAL(3)"])
+    with make(server, script, max_iterations=1) as r:
+        result = r.completion("q")
+    assert result.response == "3"
+    assert result.status is RunStatus.MAX_ITERATIONS and result.answer_source is AnswerSource.AFTER_LIMIT
+
+
+def test_code_answering_the_final_request_is_run(server):
+    script = Script([repl("x = 5"), repl('answer["content"] = str(x * 2)\nanswer["ready"] = True')])
+    with make(server, script, max_iterations=1) as r:
+        result = r.completion("q")
+    assert result.response == "10" and result.answer_source is AnswerSource.AFTER_LIMIT
+    assert result.status is RunStatus.MAX_ITERATIONS
+
+
+@pytest.mark.parametrize("kwargs, error, status", [
+    ({"max_errors": 1}, rlm.ErrorThresholdExceededError, RunStatus.ERRORS),
+    ({"max_tokens": 1}, rlm.TokenLimitExceededError, RunStatus.TOKENS),
+])
+def test_a_limit_raises_with_its_status_and_logs_it(server, tmp_path, kwargs, error, status):
+    with make(server, Script([repl("1/0")]), logger=RLMLogger(str(tmp_path)), **kwargs) as r:
+        with pytest.raises(error) as info:
+            r.completion("q")
+    assert info.value.status is status
+    records = [json.loads(line) for f in tmp_path.glob("*.jsonl") for line in f.read_text().splitlines()]
+    [final] = [rec for rec in records if rec.get("type") == "result"]
+    assert final["status"] == status.value
+
+
+def test_a_short_prompt_with_no_root_prompt_is_shown_as_the_question(server):
+    script = Script([repl('answer["content"] = "x"\nanswer["ready"] = True')])
+    with make(server, script) as r:
+        r.completion("What is 2**100?")
+    turn = script.root_requests[0][-1]["content"]
+    assert '"What is 2**100?"' in turn

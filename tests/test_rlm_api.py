@@ -171,7 +171,7 @@ def test_verbose_console_sink(capsys):
     r = scripted([repl("print('visible')"), "FINAL(done)"], verbose=True)
     r.completion("q")
     err = capsys.readouterr().err
-    assert "turn 1" in err and "out: visible" in err and "finished (ok)" in err
+    assert "turn 1" in err and "out: visible" in err and "finished (completed)" in err
 
 
 def test_broken_sink_never_breaks_the_run():
@@ -192,7 +192,7 @@ def test_memory_logger_and_metadata():
     traj = result.metadata
     assert traj["run_metadata"]["prompt"] == "ctx"
     assert [i["iteration"] for i in traj["iterations"]] == [1, 2]
-    assert traj["result"]["status"] == "ok"
+    assert traj["result"]["status"] == "completed"
 
 
 def test_jsonl_survives_a_crash_mid_run(tmp_path):
@@ -251,4 +251,4 @@ def test_plain_text_console_sink_is_a_plugin():
     sink = entry.load()(stream=buf)
     r = scripted(["FINAL(x)"], sinks=[sink])
     r.completion("q")
-    assert "finished (ok)" in buf.getvalue()
+    assert "finished (completed)" in buf.getvalue()

@@ -100,7 +100,7 @@ def test_memory_logger_nests_children_and_keeps_no_file(server):
         result = r.completion("root ctx")
     assert logger.log_file_path is None
     traj = result.metadata
-    assert traj["result"]["status"] == "ok" and traj["run_metadata"]["depth"] == 0
+    assert traj["result"]["status"] == "completed" and traj["run_metadata"]["depth"] == 0
     child = traj["iterations"][0]["code_blocks"][0]["result"]["rlm_calls"][0]
     assert child["response"] == "child:plain"
     leaf = child["metadata"]["iterations"][0]["code_blocks"][0]["result"]["rlm_calls"][0]
@@ -149,7 +149,7 @@ def test_structlog_sink_logs_every_depth():
                      ("rlm.subcall", 1), ("rlm.final_answer", 1)]:
         assert expected in names, expected
     final = next(e for e in logs if e["event"] == "rlm.final_answer" and e["depth"] == 0)
-    assert final["status"] == "ok" and final["response"] == "plain" and final["total_calls"] == 3
+    assert final["status"] == "completed" and final["response"] == "plain" and final["total_calls"] == 3
     assert final["log_level"] == "info"
     child_runs = [e for e in logs if e["event"] == "rlm.run.started" and e["depth"] == 1]
     assert child_runs[0]["parent_run_id"] is not None
@@ -165,7 +165,7 @@ def test_structlog_sink_logs_limits():
     limit = next(e for e in logs if e["event"] == "rlm.limit")
     assert limit["error_type"] == "ErrorThresholdExceededError" and limit["log_level"] == "warning"
     final = next(e for e in logs if e["event"] == "rlm.final_answer")
-    assert final["status"] == "limit" and final["log_level"] == "error"
+    assert final["status"] == "errors" and final["log_level"] == "error"
 
 
 def test_console_sink_renders_with_rich_at_every_depth():
@@ -186,7 +186,7 @@ def test_console_sink_renders_with_rich_at_every_depth():
     assert "== RLM run" in text and "(depth 1)" in text
     assert "  out: child output" in text  # the child's lines are indented
     assert "out: root output" in text and "final answer: c" in text
-    assert "rlm_query -> scripted" in text and "finished (ok)" in text
+    assert "rlm_query -> scripted" in text and "finished (completed)" in text
 
 
 def test_rich_and_structlog_are_imported_only_when_used():

@@ -49,7 +49,7 @@ def test_sink_records_the_whole_tree(tmp_path: Path):
     assert result.response == "done:ROOT "
     db = Database(db_path)
     tree = load_tree(db, sink.run_ids[0])
-    assert tree["status"] == "ok" and tree["depth"] == 0 and tree["parent_id"] is None
+    assert tree["status"] == "completed" and tree["depth"] == 0 and tree["parent_id"] is None
     assert [it["iteration"] for it in tree["iterations"]] == [1, 2]
     cell = tree["iterations"][0]["cells"][0]
     assert "llm_query_batched" in cell["code"] and cell["stdout"].startswith("4 parts; done:CHILD")
@@ -266,7 +266,7 @@ def test_imports_a_file_written_by_the_reference_library(tmp_path: Path):
     assert new
     assert import_file(db, f) == [(run_id, False)]  # the derived id finds it again
     tree = load_tree(db, run_id)
-    assert tree["source"] == "import:rlms" and tree["status"] == "ok"
+    assert tree["source"] == "import:rlms" and tree["status"] == "completed"
     assert tree["root_model"] == "gpt-5" and tree["environment"] == "local"
     assert tree["response"] == "hello" and tree["settings"]["max_iterations"] == 30
     (cell,) = tree["iterations"][0]["cells"]
@@ -358,9 +358,9 @@ def test_rlm_run_logs_by_default_and_logs_commands(user_dir: Path, tmp_path: Pat
     listing = rlm_cli("logs")
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(run_id) and " ok " in lines[0]
+    assert len(lines) == 1 and lines[0].startswith(run_id) and " completed " in lines[0]
     assert "What is six times seven?" in lines[0]
-    rows = json.loads(rlm_cli("logs", "--json", "--status", "ok", "--model", "script").stdout)
+    rows = json.loads(rlm_cli("logs", "--json", "--status", "completed", "--model", "script").stdout)
     assert [r["id"] for r in rows] == [run_id]
     assert json.loads(rlm_cli("logs", "--json", "--status", "error").stdout) == []
     assert json.loads(rlm_cli("logs", "list", "--json", "--since", "1h").stdout)[0]["id"] == run_id

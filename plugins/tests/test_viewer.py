@@ -67,7 +67,7 @@ def test_api_and_static_assets(served):
     tree = json.loads(get(f"{base}/api/runs/{run_id[:5]}")[1])
     assert tree["id"] == run_id and len(tree["iterations"]) == 2
     stamp = json.loads(get(f"{base}/api/runs/{run_id}/stamp")[1])
-    assert stamp["status"] == "ok" and stamp["runs"] == 2 and stamp["subcalls"] == 4
+    assert stamp["status"] == "completed" and stamp["runs"] == 2 and stamp["subcalls"] == 4
     status, body, _ = get(base + "/api/runs/doesnotexist")
     assert status == 404 and "rlm logs" in json.loads(body)["error"]
     req = urllib.request.Request(base + "/api/upload?name=ref.jsonl", method="POST",
@@ -129,7 +129,7 @@ def test_page_shows_runs_tree_search_and_addressed_node(browser: Browser, served
     b.goto(base + "/")
     b.wait("document.querySelectorAll('#run-list .run-row').length === 1")
     row = b.text("#run-list .run-row")
-    assert run_id in row and "ok" in row and "scripted" in row and "ROOT context with a needle" in row
+    assert run_id in row and "completed" in row and "scripted" in row and "ROOT context with a needle" in row
 
     # Open the run: header, iterations, highlighted code, output, sub-calls collapsed.
     b.click("#run-list .run-row")
@@ -198,7 +198,7 @@ def test_page_refreshes_a_running_run(browser: Browser, tmp_path: Path):
         browser.wait("document.querySelector('#run-header .status')")
         assert browser.text("#run-header .status") == "running"
         assert browser.js("!document.querySelector('#live').hidden")
-        browser.wait("document.querySelector('#run-header .status').textContent === 'ok'", timeout=30)
+        browser.wait("document.querySelector('#run-header .status').textContent === 'completed'", timeout=30)
         assert done.wait(10)
         assert browser.js("document.querySelector('#live').hidden")
         assert browser.js("document.querySelectorAll('#tree > .run > .node-body > .iteration').length") == 2
@@ -219,3 +219,28 @@ def test_page_opens_an_uploaded_reference_file(browser: Browser, served, tmp_pat
                  "document.querySelector('#run-header').innerText.indexOf('gpt-5') >= 0")
     assert "hello" in browser.text("#tree .final")
     assert "print(llm_query('hi'))" in browser.text("#tree .cell pre.code")
+
+
+def test_a_run_that_hit_a_limit_is_not_shown_as_a_success(browser: Browser, tmp_path: Path):
+    """A run that ran out of turns is listed with its status and a badge that is not green."""
+    from rlm import RLM
+
+    db_path = tmp_path / "logs.db"
+    sink = StoreSink(db_path)
+    with RLM(backend="scripted", backend_kwargs={"replies": ["```repl\nprint(1)\n```"] * 2},
+             max_iterations=1, sinks=[sink]) as r:
+        assert r.completion("never finishes").status.value == "max_iterations"
+    viewer = Viewer(Database(db_path), label=str(db_path))
+    server = make_server(viewer, port=0)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    try:
+        browser.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        browser.wait("document.querySelectorAll('#run-list .run-row').length === 1")
+        assert "max_iterations" in browser.text("#run-list .run-row")
+        colour = "getComputedStyle(document.querySelector('#run-list .status')).color"
+        ok_colour = ("(function(){var s=document.createElement('span'); s.className='status completed';"
+                     "document.body.appendChild(s); return getComputedStyle(s).color;})()")
+        assert browser.js(colour) != browser.js(ok_colour)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -24,11 +24,11 @@ from .exceptions import (BudgetExceededError, CancellationError, ConfigurationEr
                          ContextWindowExceededError, ErrorThresholdExceededError, RLMError,
                          TimeoutExceededError, TokenLimitExceededError)
 from .logger import RLMLogger
-from .parsing import find_code_blocks, find_final_answer
+from .parsing import CODE_TAGS, find_code_blocks, find_final_answer, iter_fences
 from .protocols import Backend, Environment
-from .types import (CellResult, CodeBlock, Message, ModelResponse, ModelUsageSummary,
-                    RLMChatCompletion, RLMIteration, Tool, UsageSummary, context_shape,
-                    to_jsonable)
+from .types import (AnswerSource, CellResult, CodeBlock, Message, ModelResponse, ModelUsageSummary,
+                    RLMChatCompletion, RLMIteration, RunStatus, Tool, UsageSummary,
+                    context_shape, to_jsonable)
 
 _SENSITIVE = ("key", "token", "secret", "password", "authorization")
 
@@ -838,15 +838,17 @@ class _Run:
         logger = self.rlm.logger
         return logger.get_trajectory() if isinstance(logger, RLMLogger) else None
 
-    def _result(self, response: str, backend: Backend) -> RLMChatCompletion:
+    def _result(self, response: str, backend: Backend, status: RunStatus = RunStatus.COMPLETED,
+                source: AnswerSource = AnswerSource.MODEL) -> RLMChatCompletion:
         dt = time.perf_counter() - self.t0
         summary = self.tracker.summary()
         self.emit(RunFinished(run_id=self.run_id, depth=self.depth, parent_run_id=self.parent_run_id,
                               response=response, execution_time=dt, usage_summary=summary.to_dict(),
-                              status="ok"))
+                              status=status.value, answer_source=source.value))
         return RLMChatCompletion(root_model=self.rlm.sampling_args.get("model") or backend.model_name,
                                  prompt=self.prompt, response=response, usage_summary=summary,
-                                 execution_time=dt, metadata=self.trajectory(), depth=self.depth)
+                                 execution_time=dt, metadata=self.trajectory(), depth=self.depth,
+                                 status=status, answer_source=source)
 
     # -- the loop --------------------------------------------------------------------
     def execute(self) -> RLMChatCompletion:
@@ -902,18 +904,17 @@ class _Run:
             self.cancel("cancelled")
             self.wait_idle(2.0)
             exc: RLMError = CancellationError(self.partial())
-            self._finish_error(exc, "cancelled")
+            self._finish_error(exc, RunStatus.CANCELLED)
             raise exc from None
         except (TimeoutExceededError, BudgetExceededError, TokenLimitExceededError,
                 ErrorThresholdExceededError, CancellationError) as limit:
             self._unwind(limit)
-            status = "cancelled" if isinstance(limit, CancellationError) else "limit"
-            if status == "limit":
+            if not isinstance(limit, CancellationError):
                 self.emit(LimitExceeded(run_id=self.run_id, depth=self.depth,
                                         parent_run_id=self.parent_run_id,
                                         error_type=type(limit).__name__, message=str(limit),
                                         partial_answer=limit.partial_answer))
-            self._finish_error(limit, status)
+            self._finish_error(limit, limit.status)
             raise
         except Exception as other:
             if self.cancel_reason not in (None, "finished"):
@@ -921,8 +922,7 @@ class _Run:
                 state = self.limit_state()
                 limit = self._limit_error(*state) if state else CancellationError(self.partial())
                 self._unwind(limit)
-                self._finish_error(limit, "cancelled" if isinstance(limit, CancellationError)
-                                   else "limit")
+                self._finish_error(limit, limit.status)
                 raise limit from other
             self._unwind(other)
             if hasattr(other, "__dict__") and getattr(other, "partial_answer", None) is None:
@@ -930,7 +930,7 @@ class _Run:
                     other.partial_answer = self.partial()  # type: ignore[attr-defined]
                 except Exception:  # noqa: BLE001
                     pass
-            self._finish_error(other, "error")
+            self._finish_error(other, RunStatus.ERROR)
             raise
 
     def _unwind(self, exc: BaseException) -> None:
@@ -949,11 +949,13 @@ class _Run:
             self.cancel(reason)
             self.wait_idle(2.0)
 
-    def _finish_error(self, exc: BaseException, status: str) -> None:
+    def _finish_error(self, exc: BaseException, status: RunStatus) -> None:
+        partial = self.partial()
         self.emit(RunFinished(run_id=self.run_id, depth=self.depth, parent_run_id=self.parent_run_id,
-                              response=self.partial(), execution_time=time.perf_counter() - self.t0,
-                              usage_summary=self.tracker.summary().to_dict(), status=status,
-                              error=f"{type(exc).__name__}: {exc}"))
+                              response=partial, execution_time=time.perf_counter() - self.t0,
+                              usage_summary=self.tracker.summary().to_dict(), status=status.value,
+                              error=f"{type(exc).__name__}: {exc}",
+                              answer_source=(AnswerSource.PARTIAL if partial else AnswerSource.NONE).value))
 
     def _plain_call(self, backend: Backend, label: str) -> RLMChatCompletion:
         from ._host import _as_messages
@@ -977,6 +979,7 @@ class _Run:
         try:
             context_index = rlm._context_count if rlm.persistent else 0
             env.add_context(self.prompt, context_index)
+            question = P.question_of(self.prompt, self.root_prompt)
             if rlm.persistent:
                 rlm._context_count += 1
             # A backend's prompt profile (``backend.system_prompt``, e.g. a short few-shot prompt
@@ -990,7 +993,8 @@ class _Run:
                 extra_sections=[*rlm.tool_prompts, getattr(backend, "system_prompt_addendum", "") or ""],
                 compaction=rlm.compaction)
             messages: list[Message] = [{"role": "system", "content": system},
-                                       P.context_message(self.prompt, index=context_index)]
+                                       P.context_message(self.prompt, index=context_index,
+                                                         preview_chars=_preview_chars(backend))]
             full_history: list[Message] = list(messages)
             consecutive_errors = 0
             last_error: str | None = None
@@ -1003,7 +1007,7 @@ class _Run:
                 it_t0 = time.perf_counter()
                 turn = P.turn_message(i, rlm.max_iterations, root_prompt=self.root_prompt,
                                       context_count=max(1, rlm._context_count),
-                                      history_count=rlm._history_count)
+                                      history_count=rlm._history_count, question=question)
                 response = self._call_model(backend, label, messages + [turn])
                 text = response.text
                 self.last_response = text
@@ -1077,31 +1081,44 @@ class _Run:
             self.check_limits()
             response = self._call_model(backend, label, messages + [P.final_request_message()])
             self.last_response = response.text
-            fa = find_final_answer(response.text)
-            answer = fa.value if fa is not None and fa.kind == "text" else None
-            if answer is None and fa is not None:
-                res = self._execute_cell(env, host, f"FINAL_VAR({fa.value!r})")
-                answer = res.final_answer
-            if answer is None:
-                # Models often answer the last request with code that sets `answer`: run it
-                # rather than returning the code as the answer.
-                for code in find_code_blocks(response.text):
-                    res = self._execute_cell(env, host, code)
-                    if res.answer_content:
-                        self.best_partial = res.answer_content
-                    if res.final_answer is not None:
-                        answer = res.final_answer
-                        break
-            answer = answer if answer is not None else (self.best_partial or response.text)
+            answer, source = self._answer_after_limit(env, host, response.text)
             if rlm.persistent:
                 self._save_history(env, full_history + [{"role": "assistant", "content": response.text}])
-            return self._result(answer, backend)
+            return self._result(answer, backend, RunStatus.MAX_ITERATIONS, source)
         finally:
             if not rlm.persistent:
                 try:
                     env.shutdown()
                 except Exception:  # noqa: BLE001
                     pass
+
+    def _answer_after_limit(self, env: Environment, host: RunHost, text: str) -> tuple[str, AnswerSource]:
+        """The answer to the request made after the last turn, and how it was obtained.
+
+        FINAL/FINAL_VAR or code that sets ``answer`` count as an answer (models often answer in
+        code: it is run, never returned). A reply that is still code is not an answer: the best
+        partial ``answer["content"]`` is returned if a cell set one, else an empty answer with
+        ``AnswerSource.NONE``.
+        """
+        fa = find_final_answer(text)
+        if fa is not None and fa.kind == "text":
+            return fa.value, AnswerSource.AFTER_LIMIT
+        if fa is not None:
+            res = self._execute_cell(env, host, f"FINAL_VAR({fa.value!r})")
+            if res.final_answer is not None:
+                return res.final_answer, AnswerSource.AFTER_LIMIT
+        fences = iter_fences(text)
+        for code in (f.code for f in fences if f.tag in CODE_TAGS):
+            res = self._execute_cell(env, host, code)
+            if res.answer_content:
+                self.best_partial = res.answer_content
+            if res.final_answer is not None:
+                return res.final_answer, AnswerSource.AFTER_LIMIT
+        if self.best_partial:  # what a cell set as answer["content"] beats prose said afterwards
+            return self.best_partial, AnswerSource.PARTIAL
+        if not fences and text.strip():
+            return text.strip(), AnswerSource.AFTER_LIMIT
+        return "", AnswerSource.NONE
 
     def _cell_timeout(self) -> float | None:
         limits = [t for t in (self.rlm.cell_timeout, self.remaining_time()) if t is not None]
@@ -1188,6 +1205,12 @@ def context_window(backend: Any, model: str | None = None,
         except Exception:  # noqa: BLE001
             pass
     return default
+
+
+def _preview_chars(backend: Any) -> int:
+    """How much of the context a backend's prompt profile wants shown (0: none, the default)."""
+    n = getattr(backend, "context_preview_chars", 0)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
 
 
 def _fallback_compaction(messages: list[Message]) -> list[Message]:

@@ -108,8 +108,10 @@ class RunFinished(Event):
     response: str | None
     execution_time: float
     usage_summary: dict[str, Any]
-    status: str  # "ok", "limit", "cancelled", "error"
+    status: str  # a rlm.types.RunStatus value: "completed", "max_iterations", "timeout", ...
     error: str | None = None
+    #: a rlm.types.AnswerSource value: how ``response`` was obtained
+    answer_source: str | None = None
 
 
 _TYPE_NAMES: dict[type, str] = {

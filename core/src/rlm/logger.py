@@ -64,8 +64,8 @@ class RLMLogger:
             self._write(record)
         elif isinstance(event, RunFinished):
             self.result = {"type": "result", "timestamp": _iso(event.timestamp),
-                           "status": event.status, "response": event.response,
-                           "error": event.error, "execution_time": event.execution_time,
+                           "status": event.status, "answer_source": event.answer_source,
+                           "response": event.response, "error": event.error, "execution_time": event.execution_time,
                            "usage_summary": event.usage_summary}
             self._write(self.result)
 

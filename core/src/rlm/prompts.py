@@ -96,26 +96,69 @@ def build_system_prompt(*, custom_system_prompt: str | None, tools: Mapping[str,
     return "\n\n".join(parts) + "\n"
 
 
-def context_message(context: Any, *, index: int = 0) -> Message:
+def context_message(context: Any, *, index: int = 0, preview_chars: int = 0) -> Message:
+    """The user message describing the context: type, total length, chunk lengths.
+
+    ``preview_chars`` > 0 adds the start of the context's ``repr`` (a backend asks for it through
+    its ``context_preview_chars`` attribute: a small model that sees ``[12, 7, 30, ...`` writes
+    code for a list, where "a list with 12 characters" is lost on it).
+    """
     ctype, lengths = context_shape(context)
     shown: Any = lengths
     if len(lengths) > 100:
         shown = f"{lengths[:100]}... [{len(lengths) - 100} others]"
     name = "context" if index == 0 else f"context_{index}"
-    return {"role": "user",
-            "content": f"Your context (`{name}`) is a {ctype} with {sum(lengths)} total characters, "
-                       f"in chunks of these lengths: {shown}."}
+    text = (f"Your context (`{name}`) is a {ctype} with {sum(lengths)} total characters, "
+            f"in chunks of these lengths: {shown}.")
+    if preview_chars > 0:
+        text += f" It begins: {preview(context, preview_chars)}"
+    return {"role": "user", "content": text}
+
+
+def preview(context: Any, limit: int) -> str:
+    """At most ``limit`` characters of ``repr(context)``, built without rendering all of it."""
+    if isinstance(context, str):
+        shown = repr(context[:limit])
+    elif isinstance(context, (list, tuple)):
+        shown = repr(type(context)(context[:limit]))  # no item is longer than its repr needs
+    elif isinstance(context, dict):
+        shown = repr(dict(list(context.items())[:limit]))
+    else:
+        shown = repr(context)
+    return shown if len(shown) <= limit else shown[:limit] + " ..."
+
+
+#: A prompt shorter than this is shown as the question when there is no ``root_prompt``.
+QUESTION_CHARS = 1_000
+
+
+def question_of(context: Any, root_prompt: str | None) -> str | None:
+    """The question a run answers: ``root_prompt``, else a short ``str`` prompt itself."""
+    if root_prompt:
+        return root_prompt
+    if isinstance(context, str) and 0 < len(context.strip()) <= QUESTION_CHARS:
+        return context.strip()
+    return None
 
 
 def turn_message(iteration: int, max_iterations: int, *, root_prompt: str | None,
-                 context_count: int = 1, history_count: int = 0) -> Message:
-    """The user message that opens turn ``iteration`` (0-based)."""
+                 context_count: int = 1, history_count: int = 0,
+                 question: str | None = None) -> Message:
+    """The user message that opens turn ``iteration`` (0-based).
+
+    ``question`` is the prompt itself when there is no ``root_prompt`` and the prompt is a short
+    string (``rlm run "What is 2**100?"``): the model is shown it rather than told to look for it.
+    """
     head = f"Turn {iteration + 1}/{max_iterations}. "
     if iteration == 0:
         head += ("You have not looked at the REPL or the context yet: start by exploring it, "
                  "do not give a final answer in this turn. ")
-    task = (f'Use the REPL to answer the original prompt: "{root_prompt}". ' if root_prompt
-            else "Use the REPL, which holds `context`, to work out the answer. ")
+    if root_prompt:
+        task = f'Use the REPL to answer the original prompt: "{root_prompt}". '
+    elif question:
+        task = f'Use the REPL to answer the prompt (it is also `context`): "{question}". '
+    else:
+        task = "Use the REPL, which holds `context`, to work out the answer. "
     text = head + task + "Write ```repl``` blocks for your next step."
     if context_count > 1:
         text += (f"\n\nYou have {context_count} contexts: context_0 to context_{context_count - 1} "
@@ -164,13 +207,16 @@ NO_CODE_MESSAGE: Message = {
 }
 
 
+FINAL_REQUEST = ("You have used every turn. Give your best final answer to the original query "
+                 "now, as plain text, based on what you have found. Do not write code.")
+
+
 def final_request_message() -> Message:
-    return {"role": "user",
-            "content": "You have used every turn. Give your best final answer to the original query "
-                       "now, as plain text, based on what you have found."}
+    return {"role": "user", "content": FINAL_REQUEST}
 
 
 __all__ = [
-    "NO_CODE_MESSAGE", "SYSTEM_PROMPT", "build_system_prompt", "context_message",
-    "final_request_message", "format_tools", "repl_output_message", "turn_message",
+    "FINAL_REQUEST", "NO_CODE_MESSAGE", "QUESTION_CHARS", "SYSTEM_PROMPT", "build_system_prompt",
+    "context_message", "final_request_message", "format_tools", "preview", "question_of",
+    "repl_output_message", "turn_message",
 ]

@@ -22,6 +22,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from rlm import events as E
+from rlm.types import RunStatus
 
 
 def _clip(text: str, n: int) -> str:
@@ -109,7 +110,7 @@ class ConsoleSink:
         elif isinstance(event, E.LimitExceeded):
             self._line(d, f"!! {event.error_type}: {event.message}", "bold red")
         elif isinstance(event, E.RunFinished):
-            style = "bold green" if event.status == "ok" else "bold red"
+            style = "bold green" if RunStatus.parse(event.status).is_success else "bold red"
             self._out(d, Text.from_markup(
                 f"[{style}]== finished ({escape(event.status)}) in {event.execution_time:.2f}s:[/] ")
                 + Text(_clip(str(event.response), self.max_chars)))

@@ -18,7 +18,7 @@ event                     level    fields
 ``rlm.final_answer``      info     status, response, execution_time, total tokens and cost
 ========================  =======  ==============================================================
 
-A failed run ends with ``rlm.final_answer`` at level ``error`` and ``status`` other than ``ok``.
+A failed run ends with ``rlm.final_answer`` at level ``error`` and ``status`` other than ``completed``.
 Long texts (code, output, answers) are cut at ``max_chars``.
 """
 
@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from rlm import events as E
+from rlm.types import RunStatus
 
 
 def _clip(text: Any, n: int) -> Any:
@@ -92,7 +93,7 @@ class StructlogSink:
                         partial_answer=_clip(event.partial_answer, n))
         elif isinstance(event, E.RunFinished):
             usage = event.usage_summary or {}
-            method = log.info if event.status == "ok" else log.error
+            method = log.info if RunStatus.parse(event.status).is_success else log.error
             method("rlm.final_answer", status=event.status, response=_clip(event.response, n),
                    error=event.error, execution_time=round(event.execution_time, 4),
                    total_calls=usage.get("total_calls"),

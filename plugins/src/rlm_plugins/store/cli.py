@@ -18,6 +18,8 @@ from typing import Any
 
 from rlm.exceptions import ConfigurationError
 
+from ._status import STATUSES
+
 
 def _db():
     from .db import Database
@@ -28,8 +30,8 @@ def _db():
 def _add_list_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--count", type=int, default=20, help="how many runs (0: all; default 20)")
     p.add_argument("--model", help="only runs that used this model (substring)")
-    p.add_argument("--status", choices=["running", "ok", "limit", "error", "cancelled",
-                                        "interrupted", "imported"])
+    p.add_argument("--status", choices=STATUSES,
+                   help="how the run ended (completed is the only success)")
     p.add_argument("--since", metavar="WHEN", help="started at or after: 2025-01-31, today, 2h, 3d")
     p.add_argument("--until", metavar="WHEN", help="started at or before (same forms)")
     p.add_argument("-q", "--search", metavar="TEXT", help="text in the prompt or the answer")

@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from rlm.exceptions import ConfigurationError
+from rlm.types import RunStatus
 
 from .db import Database
+from ._status import STATUSES
 from .sink import DEFAULT_MAX_CONTEXT_CHARS, DEFAULT_MAX_TEXT_CHARS, clip
 
-STATUSES = ("running", "ok", "limit", "error", "cancelled", "interrupted", "imported")
+__all__ = ["STATUSES", "effective_status", "list_runs"]
 
 
 # --- small helpers ------------------------------------------------------------------------------
@@ -56,7 +58,7 @@ def effective_status(status: str | None, pid: int | None, source: str | None = "
     status = status or "running"
     if status == "running" and (source or "live") == "live" and not _pid_alive(pid):
         return "interrupted"
-    return status
+    return "completed" if status == "ok" else status
 
 
 def parse_when(text: str, *, now: datetime | None = None) -> float:
@@ -110,6 +112,8 @@ def list_runs(db: Database, *, model: str | None = None, status: str | None = No
     want = status
     if status in ("running", "interrupted"):
         where.append("status = 'running'")
+    elif status == "completed":
+        where.append("status IN ('completed', 'ok')")
     elif status:
         where.append("status = ?")
         params.append(status)
@@ -416,14 +420,14 @@ class _Importer:
                 final = it.get("final_answer")
         last_ts = max([_ts(r.get("timestamp")) or started for r in its_sorted] or [started])
         if result:
-            status = result.get("status") or "ok"
+            status = RunStatus.parse(result.get("status") or "completed").value
             finished = _ts(result.get("timestamp")) or last_ts
             response = result.get("response", final)
             error = result.get("error")
             exec_time = result.get("execution_time")
             calls, inp, out, cost, per = _totals(result.get("usage_summary"))
         else:
-            status = "ok" if final is not None else "imported"
+            status = "completed" if final is not None else "imported"
             finished, response, error = last_ts, final, None
             exec_time = max(0.0, last_ts - started) if its_sorted else None
             calls = inp = out = 0

@@ -356,7 +356,7 @@ class StoreSink:
                       (calls, inp, out, cost, e.run_id))
         c.execute("UPDATE runs SET status=?, finished_at=?, updated_at=?, response=?, error=?, "
                   "execution_time=? WHERE id=?",
-                  (getattr(e, "status", None) or "ok", ts, ts, self._t(getattr(e, "response", None)),
+                  (getattr(e, "status", None) or "completed", ts, ts, self._t(getattr(e, "response", None)),
                    self._t(getattr(e, "error", None)), getattr(e, "execution_time", None), e.run_id))
         self._runs.pop(e.run_id, None)  # a finished run's state is read back if ever needed
 
