@@ -83,10 +83,10 @@ def test_run_verbose_progress_goes_to_stderr():
 def test_run_unknown_backend_is_actionable():
     # A name the project publishes but that this run does not load: the pip line is given.
     out = run("run", "q", "--backend", "anthropic", env={"RLM_DISABLE_PLUGINS": "rlm-backend-anthropic"})
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert "pip install rlm-backend-anthropic" in out.stderr
     out = run("run", "q", "--backend", "no-such-backend")
-    assert out.returncode == 1 and "rlm plugins" in out.stderr
+    assert out.returncode == 2 and "rlm plugins" in out.stderr
 
 
 def test_run_limit_error_prints_partial_answer():

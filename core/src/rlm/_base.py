@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .types import Message, ModelResponse
@@ -32,6 +32,9 @@ class BaseBackend:
 
     model_name: str = "unknown"
     default_context_window: int = 128_000
+    #: The sampling-argument names this backend accepts (name -> description), checked by
+    #: ``rlm run -o``; None: not declared, every option is passed as given.
+    sampling_options: Mapping[str, str] | None = None
 
     def completion(self, messages: Sequence[Message], **sampling: Any) -> ModelResponse:
         raise NotImplementedError

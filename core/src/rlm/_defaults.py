@@ -5,6 +5,7 @@ First match wins:
 1. ``$RLM_BACKEND`` (a backend name, e.g. ``anthropic``);
 2. ``backend = "NAME"`` in the user configuration file, ``config.toml`` in the user directory
    (``$RLM_USER_DIR``, else ``~/.local/share/rlm`` on Linux; see :func:`rlm.keys.user_dir`);
+   a ``base_url`` there with no ``backend`` means ``openai`` (the OpenAI-compatible backend);
 3. ``openai`` when an OpenAI key is available (``$OPENAI_API_KEY``, or one stored with
    ``rlm keys set openai``), as in the reference library, whose default is ``openai``;
 4. ``llamacpp``, the embedded offline model (``rlm-backend-llamacpp``), when it is installed.
@@ -12,6 +13,18 @@ First match wins:
 Otherwise ``RLM()`` raises :class:`~rlm.exceptions.ConfigurationError` naming the three ways out.
 With ``verbose=True`` the choice and its reason are printed on stderr; it is always logged on the
 ``rlm`` logger.
+
+The configuration file holds at most these keys (:data:`CONFIG_KEYS`); any other is warned about
+on stderr, once per process, naming the valid ones::
+
+    backend = "openai"                       # the backend when none is given
+    model = "gpt-4o-mini"                    # its model (rlm models default NAME writes it)
+    base_url = "http://127.0.0.1:8000/v1"    # an OpenAI-compatible server
+    [options]                                # sampling arguments (rlm run -o KEY VALUE)
+    temperature = 0.2
+
+``model``, ``base_url`` and ``options`` apply to runs on the configured backend (all of them when
+no ``backend`` is set); :func:`config_defaults` gives them.
 """
 
 from __future__ import annotations
@@ -29,8 +42,8 @@ from .exceptions import ConfigurationError, UnknownPluginError
 if TYPE_CHECKING:
     from ._manager import PluginManager
 
-__all__ = ["BackendChoice", "CONFIG_FILE", "EMBEDDED_BACKEND", "choose_backend", "config_path",
-           "read_config"]
+__all__ = ["BackendChoice", "CONFIG_FILE", "CONFIG_KEYS", "EMBEDDED_BACKEND", "choose_backend",
+           "config_defaults", "config_path", "load_config", "read_config"]
 
 log = logging.getLogger("rlm")
 
@@ -76,6 +89,58 @@ def read_config(path: Path | None = None) -> dict[str, Any]:
     return data
 
 
+#: The keys ``config.toml`` may hold, with what each means.
+CONFIG_KEYS: dict[str, str] = {
+    "backend": "the backend when none is given, e.g. \"openai\"",
+    "model": "the model of that backend, e.g. \"gpt-4o-mini\"",
+    "base_url": "an OpenAI-compatible server's URL, e.g. \"http://127.0.0.1:8000/v1\"",
+    "options": "a table of sampling arguments, e.g. [options] temperature = 0.2",
+}
+_warned_keys: set[str] = set()
+
+
+def load_config(path: Path | None = None) -> dict[str, Any]:
+    """The configuration file's known keys, checked; unknown keys are warned about on stderr
+    (once per process) and dropped. Raises :class:`ConfigurationError` for a wrong type."""
+    import difflib
+
+    path = path or config_path()
+    data = read_config(path)
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in CONFIG_KEYS:
+            if key not in _warned_keys:
+                _warned_keys.add(key)
+                close = difflib.get_close_matches(key, list(CONFIG_KEYS), n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                print(f"rlm: warning: {path}: unknown key {key!r} ignored; {hint}valid keys: "
+                      f"{', '.join(CONFIG_KEYS)}", file=sys.stderr)
+            continue
+        if key == "options":
+            if not isinstance(value, dict):
+                raise ConfigurationError(f"{path}: options must be a table ([options] then lines "
+                                         f"such as temperature = 0.2), got {value!r}.")
+        elif not isinstance(value, str) or not value.strip():
+            what = "a backend name such as \"openai\"" if key == "backend" else (
+                f"a non-empty string ({CONFIG_KEYS[key]})")
+            raise ConfigurationError(f"{path}: {key} must be {what}, got {value!r}.")
+        else:
+            value = value.strip()
+        out[key] = value
+    return out
+
+
+def config_defaults(backend: str, path: Path | None = None) -> dict[str, Any]:
+    """``model``, ``base_url`` and ``options`` of the configuration file that apply to a run on
+    ``backend``: those of the file when it names that backend or names none, else ``{}``."""
+    config = load_config(path)
+    if config.get("backend", backend) != backend:
+        return {}
+    if "backend" not in config and "base_url" in config and backend != "openai":
+        config.pop("base_url")  # a bare base_url is the OpenAI-compatible backend's
+    return {k: config[k] for k in ("model", "base_url", "options") if k in config}
+
+
 def _has_openai_key(environ: Mapping[str, str]) -> tuple[bool, str]:
     if environ.get("OPENAI_API_KEY", "").strip():
         return True, "OPENAI_API_KEY is set"
@@ -113,14 +178,14 @@ def choose_backend(pm: PluginManager | None = None, *,
         installed(named, f"${ENV_VAR}")
         return BackendChoice(named, f"from ${ENV_VAR}")
     path = config_path()
-    config = read_config(path)
+    config = load_config(path)
     named = config.get("backend")
     if named is not None:
-        if not isinstance(named, str) or not named.strip():
-            raise ConfigurationError(
-                f"{path}: backend must be a backend name such as \"openai\", got {named!r}.")
-        installed(named.strip(), str(path))
-        return BackendChoice(named.strip(), f"from {path}")
+        installed(named, str(path))
+        return BackendChoice(named, f"from {path}")
+    if config.get("base_url"):
+        installed("openai", str(path))
+        return BackendChoice("openai", f"{path} sets base_url: the OpenAI-compatible backend")
     has_key, why = _has_openai_key(environ)
     if has_key and installed("openai", ""):
         return BackendChoice("openai", why)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from typing import Any
 
@@ -19,88 +21,204 @@ from . import __version__
 
 
 def _parse_kv(items: list[str] | None, flag: str) -> dict[str, Any]:
+    from ._cli_input import UsageError, parse_value
+
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"rlm: {flag} expects KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
+            raise UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
+        out[key] = parse_value(raw)
     return out
 
 
-def _read_context(spec: str) -> str:
-    if spec == "-":
-        return sys.stdin.read()
-    try:
-        with open(spec, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise SystemExit(f"rlm: cannot read --context {spec!r}: {exc.strerror}") from None
+#: Exit statuses of ``rlm run`` (and ``rlm PROMPT``).
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AFTER_LIMIT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+EMBEDDED_NOTE = ("Qwen2.5-Coder-0.5B, a 0.5B demo model: slow and often wrong; for real work "
+                 "pass -b/--backend or --base-url")
+
+
+def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """The ``RLM(...)`` arguments of a run from its flags and the config file, and why that
+    backend (one phrase for the backend line)."""
+    from ._cli_input import UsageError, check_base_url, check_options
+    from ._defaults import EMBEDDED_BACKEND, choose_backend, config_defaults, config_path
+    from ._manager import get_plugin_manager
+    from ._models import sampling_options
+
+    if args.base_url:
+        check_base_url(args.base_url)
+    backend_kwargs = _parse_kv(args.backend_arg, "--backend-arg")
+    env_kwargs = _parse_kv(args.env_arg, "--env-arg")
+    options: dict[str, Any] = {}
+    for key, raw in args.option or []:
+        from ._cli_input import parse_value
+
+        options[key] = parse_value(raw)
+    if args.backend:
+        backend, why = args.backend, "from -b/--backend"
+    elif args.base_url:
+        backend, why = "openai", "--base-url given: the OpenAI-compatible backend"
+    else:
+        choice = choose_backend(None)
+        backend, why = choice.name, choice.reason
+    config = config_defaults(backend)
+    model = args.model or backend_kwargs.pop("model_name", None) or config.get("model")
+    base_url = args.base_url or backend_kwargs.pop("base_url", None)
+    if base_url is None and config.get("base_url"):
+        base_url = check_base_url(config["base_url"], f"base_url in {config_path()}")
+    if base_url and not model and backend == "openai":
+        raise UsageError(
+            f"--base-url {base_url} needs the model the server serves: pass -m/--model NAME "
+            f"(or set model = \"NAME\" in {config_path()}; `rlm models default NAME` writes it).")
+    if model:
+        backend_kwargs["model_name"] = model
+    if base_url:
+        backend_kwargs["base_url"] = base_url
+    options = {**dict(config.get("options") or {}), **options}
+    pm = get_plugin_manager()
+    factory = pm.entry("backend", backend).load()
+    check_options(options, sampling_options(factory), backend)
+    settings: dict[str, Any] = {
+        "backend": backend, "backend_kwargs": backend_kwargs, "environment": args.env,
+        "environment_kwargs": env_kwargs, "max_iterations": args.max_iterations,
+        "max_depth": args.max_depth, "max_timeout": args.timeout, "max_budget": args.max_budget,
+        "max_tokens": args.max_tokens, "max_errors": args.max_errors,
+        "cell_timeout": args.cell_timeout}
+    if options:
+        settings["sampling_args"] = options
+    if args.sub_model:
+        # Sub-calls (llm_query, rlm_query at depth 1) go to other_backends[0]: the same backend
+        # with the sub-call model.
+        settings["other_backends"] = [backend]
+        settings["other_backend_kwargs"] = [{**backend_kwargs, "model_name": args.sub_model}]
+    if args.system:
+        settings["tool_prompts"] = list(args.system)
+    if backend == EMBEDDED_BACKEND and not model and not backend_kwargs.get("model_path"):
+        why = f"{why}; {EMBEDDED_NOTE}"
+    return settings, why
+
+
+def _run_input(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """``(context, root_prompt)``: the files of --context (or piped stdin) are the context and
+    the prompt the question; with neither, the prompt is the context."""
+    from ._cli_input import check_prompt, read_contexts, stdin_is_piped
+
+    prompt = check_prompt(args.prompt)
+    specs = list(args.context or [])
+    if not specs and stdin_is_piped():
+        data = sys.stdin.buffer.read()
+        if data.strip():
+            import io
+
+            return read_contexts(["-"], encoding=args.encoding,
+                                 stdin=io.TextIOWrapper(io.BytesIO(data))), prompt
+    if specs:
+        return read_contexts(specs, as_dict=args.context_dict, encoding=args.encoding), prompt
+    return prompt, None
+
+
+def _print_json(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import RLM
-    from .exceptions import RLMError
+    from ._cli_input import UsageError, cli_words
+    from .exceptions import CancellationError, RLMError, UnknownPluginError
 
-    backend_kwargs = _parse_kv(args.backend_arg, "--backend-arg")
-    if args.model:
-        backend_kwargs["model_name"] = args.model
-    if args.base_url:
-        backend_kwargs["base_url"] = args.base_url
-    env_kwargs = _parse_kv(args.env_arg, "--env-arg")
-    if args.context is not None:
-        context: Any = _read_context(args.context)
-        root_prompt = args.prompt
-    else:
-        context, root_prompt = args.prompt, None
-    if args.env_file:
-        from .keys import load_dotenv
+    def fail(exc: BaseException, code: int, partial: str | None = None,
+             status: str = "error") -> int:
+        text = cli_words(str(exc))
+        name = "usage error" if code == EXIT_USAGE else type(exc).__name__
+        print(f"rlm: {name}: {text}" if code != EXIT_INTERRUPTED else "rlm: interrupted",
+              file=sys.stderr)
+        if args.json:
+            _print_json({"status": status, "error": text, "error_type": type(exc).__name__,
+                         "partial_answer": partial, "run_id": _run_id(sinks),
+                         "exit_code": code})
+        return code
 
-        try:
-            load_dotenv(args.env_file)
-        except RLMError as exc:
-            print(f"rlm: {exc}", file=sys.stderr)
-            return 2
-    sinks = _run_sinks(args)
+    sinks: list[Any] = []
     try:
-        rlm = RLM(backend=args.backend, backend_kwargs=backend_kwargs, environment=args.env,
-                  environment_kwargs=env_kwargs, max_iterations=args.max_iterations,
-                  max_depth=args.max_depth, max_timeout=args.timeout, max_budget=args.max_budget,
-                  verbose=args.verbose, cell_timeout=args.cell_timeout, sinks=sinks)
+        if args.env_file:
+            from .keys import load_dotenv
+
+            load_dotenv(args.env_file)
+        context, root_prompt = _run_input(args)
+        settings, why = _settings(args)
+    except UsageError as exc:
+        return fail(exc, EXIT_USAGE)
+    except UnknownPluginError as exc:
+        return fail(exc, EXIT_USAGE)
+    except RLMError as exc:
+        return fail(exc, EXIT_ERROR)
+    except KeyboardInterrupt:
+        return fail(KeyboardInterrupt(), EXIT_INTERRUPTED, status="cancelled")
+    sinks = _run_sinks(args)
+    rlm = None
+    try:
+        rlm = RLM(verbose=args.verbose, sinks=sinks, **settings)
+        print(f"rlm: backend {settings['backend']}, model {rlm.root_model_name} ({why})",
+              file=sys.stderr, flush=True)
         with rlm:
             result = rlm.completion(context, root_prompt=root_prompt)
-    except KeyboardInterrupt:
-        print("rlm: cancelled", file=sys.stderr)
-        return 130
-    except RLMError as exc:
-        print(f"rlm: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except (KeyboardInterrupt, CancellationError) as exc:
         partial = getattr(exc, "partial_answer", None)
         if partial:
             print(f"rlm: partial answer: {partial}", file=sys.stderr)
-        return 1
-    run_id = next((rid for s in sinks for rid in getattr(s, "run_ids", [])[-1:]), None)
+        return fail(exc, EXIT_INTERRUPTED, partial, status="cancelled")
+    except UnknownPluginError as exc:
+        return fail(exc, EXIT_USAGE)
+    except RLMError as exc:
+        partial = getattr(exc, "partial_answer", None)
+        status = str(getattr(exc, "status", "error"))
+        if partial and status != "error":  # a limit, with the best answer so far: print it
+            print(f"rlm: warning: the run did not complete ({status}): {cli_words(str(exc))}; "
+                  "the answer below is partial", file=sys.stderr)
+            if args.json:
+                _print_json({"status": status, "answer_source": "partial", "response": partial,
+                             "error": cli_words(str(exc)), "error_type": type(exc).__name__,
+                             "run_id": _run_id(sinks), "exit_code": EXIT_AFTER_LIMIT})
+            else:
+                print(partial)
+            return EXIT_AFTER_LIMIT
+        if partial:
+            print(f"rlm: partial answer: {partial}", file=sys.stderr)
+        return fail(exc, EXIT_ERROR, partial, status=status)
+    run_id = _run_id(sinks)
+    status = str(getattr(result, "status", "completed"))
+    source = str(getattr(result, "answer_source", "model"))
+    code = EXIT_OK if status == "completed" else EXIT_AFTER_LIMIT
     if args.json:
-        print(json.dumps({"response": result.response, "root_model": result.root_model,
-                          "execution_time": result.execution_time,
-                          "usage_summary": result.usage_summary.to_dict(), "run_id": run_id},
-                         indent=2))
+        _print_json({"status": status, "answer_source": source, "response": result.response,
+                     "root_model": result.root_model, "backend": settings["backend"],
+                     "execution_time": result.execution_time,
+                     "usage_summary": result.usage_summary.to_dict(), "run_id": run_id,
+                     "exit_code": code})
     else:
         print(result.response)
-        u = result.usage_summary
-        print(f"rlm: {result.root_model}: {u.total_calls} model calls, {u.total_input_tokens} in / "
-              f"{u.total_output_tokens} out tokens, {result.execution_time:.2f}s", file=sys.stderr)
-        if run_id:
-            print(f"rlm: logged as run {run_id} (rlm logs show {run_id}; rlm view {run_id})",
-                  file=sys.stderr)
-    return 0
+    u = result.usage_summary
+    print(f"rlm: {result.root_model}: {u.total_calls} model calls, {u.total_input_tokens} in / "
+          f"{u.total_output_tokens} out tokens, {result.execution_time:.2f}s", file=sys.stderr)
+    if code != EXIT_OK:
+        print(f"rlm: warning: the run did not complete: it stopped at {status} and the answer "
+              f"was {'asked for after the limit' if source == 'after_limit' else source}; raise "
+              "the limit (e.g. --max-iterations) or check the answer", file=sys.stderr)
+    if run_id:
+        print(f"rlm: logged as run {run_id} (rlm logs show {run_id}; rlm view {run_id})",
+              file=sys.stderr)
+    return code
+
+
+def _run_id(sinks: list[Any]) -> str | None:
+    return next((rid for s in sinks for rid in getattr(s, "run_ids", [])[-1:]), None)
 
 
 def _run_sinks(args: argparse.Namespace) -> list[Any]:
-    """The sinks `rlm run` adds: the trajectory store (unless --no-log) and the progress line
-    (drawn only when stderr is a terminal; not with -v, which prints every turn instead).
+    """The sinks `rlm run` adds: the trajectory store (unless --no-log) and progress (a live
+    line on a terminal, a plain line per turn otherwise; not with -v, which prints every turn).
     Both come from plugins: when they are not installed the run simply goes without them."""
     from ._manager import get_plugin_manager
     from .exceptions import UnknownPluginError
@@ -110,7 +228,9 @@ def _run_sinks(args: argparse.Namespace) -> list[Any]:
     wanted = ([] if args.no_log else ["store"]) + ([] if args.verbose else ["progress"])
     for name in wanted:
         try:
-            out.append(pm.create("sink", name))
+            # progress: a live line on a terminal, else one plain line per turn (plain=True)
+            out.append(pm.create("sink", name, plain=True) if name == "progress"
+                       else pm.create("sink", name))
         except UnknownPluginError:
             continue
         except Exception as exc:  # noqa: BLE001 - a log that cannot be written never stops a run
@@ -209,6 +329,55 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(verbose=args.verbose)
 
 
+def _add_run_arguments(run: argparse.ArgumentParser) -> None:
+    run.add_argument("prompt", help="the prompt (with a context: the question about it)")
+    run.add_argument("-c", "--context", metavar="FILE", action="append",
+                     help="read the context from FILE ('-' for stdin); repeat for several files "
+                          "(a list context, or a dict by file name with --context-dict). "
+                          "Default: what is piped on stdin")
+    run.add_argument("--context-dict", action="store_true",
+                     help="several --context files become a dict {file name: text}")
+    run.add_argument("--encoding", default="utf-8",
+                     help="text encoding of the context files (default utf-8)")
+    run.add_argument("-m", "--model", help="the model (rlm models lists what backends offer)")
+    run.add_argument("-s", "--system", action="append", metavar="TEXT",
+                     help="instructions added to the system prompt (which keeps rlm's REPL "
+                          "instructions); repeatable")
+    run.add_argument("-o", "--option", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                     help="a sampling option for every model call, e.g. -o temperature 0.2 "
+                          "(JSON values allowed; checked against the backend's options)")
+    run.add_argument("--sub-model", metavar="MODEL",
+                     help="the model of sub-calls (llm_query / rlm_query from the REPL), on the "
+                          "same backend; default: the root model")
+    run.add_argument("-b", "--backend", default=None,
+                     help="backend name (default: $RLM_BACKEND, else the user config file, else "
+                          "openai with --base-url or when OPENAI_API_KEY is set, else the "
+                          "embedded demo model llamacpp)")
+    run.add_argument("--base-url", help="an OpenAI-compatible server, e.g. "
+                                        "http://127.0.0.1:8000/v1 (implies -b openai; needs -m)")
+    run.add_argument("--backend-arg", action="append", metavar="KEY=VALUE",
+                     help="a backend constructor argument (JSON values allowed); repeatable")
+    run.add_argument("--env", default="local", help="execution environment (default: local)")
+    run.add_argument("--env-arg", action="append", metavar="KEY=VALUE",
+                     help="an environment argument; repeatable")
+    run.add_argument("--max-iterations", type=int, default=30, help="turns of the root model")
+    run.add_argument("--max-depth", type=int, default=1)
+    run.add_argument("--max-budget", type=float, default=None, help="USD")
+    run.add_argument("--max-tokens", type=int, default=None, help="tokens, all calls together")
+    run.add_argument("--max-errors", type=int, default=None,
+                     help="consecutive failing turns before the run stops")
+    run.add_argument("--timeout", type=float, default=None, help="seconds for the whole run")
+    run.add_argument("--cell-timeout", type=float, default=None, help="seconds per REPL cell")
+    run.add_argument("--json", action="store_true",
+                     help="print a JSON object (status, answer_source, response, usage, run_id; "
+                          "or the error)")
+    run.add_argument("-v", "--verbose", action="store_true", help="show each turn on stderr")
+    run.add_argument("-n", "--no-log", action="store_true",
+                     help="do not record this run in the trajectory store (rlm logs / rlm view)")
+    run.add_argument("--env-file", metavar="FILE",
+                     help="load KEY=VALUE lines from a .env file first (needs python-dotenv)")
+
+
 def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlm", description="Recursive Language Models: run a prompt as a REPL variable and let "
@@ -216,30 +385,13 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rlm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run an RLM completion; the answer goes to stdout")
-    run.add_argument("prompt", help="the prompt (with --context: the question about the context)")
-    run.add_argument("--context", metavar="FILE", help="read the context from FILE ('-' for stdin)")
-    run.add_argument("--backend", default=None,
-                     help="backend name (default: $RLM_BACKEND, else the user config file, else "
-                          "openai when OPENAI_API_KEY is set, else the embedded model llamacpp)")
-    run.add_argument("--model", help="model name passed as backend_kwargs['model_name']")
-    run.add_argument("--base-url", help="backend base URL (OpenAI-compatible servers)")
-    run.add_argument("--backend-arg", action="append", metavar="KEY=VALUE",
-                     help="extra backend_kwargs entry (JSON values allowed); repeatable")
-    run.add_argument("--env", default="local", help="execution environment (default: local)")
-    run.add_argument("--env-arg", action="append", metavar="KEY=VALUE",
-                     help="extra environment_kwargs entry; repeatable")
-    run.add_argument("--max-iterations", type=int, default=30)
-    run.add_argument("--max-depth", type=int, default=1)
-    run.add_argument("--max-budget", type=float, default=None)
-    run.add_argument("--timeout", type=float, default=None, help="max_timeout in seconds")
-    run.add_argument("--cell-timeout", type=float, default=None, help="seconds per REPL cell")
-    run.add_argument("--json", action="store_true", help="print the result as JSON")
-    run.add_argument("-v", "--verbose", action="store_true", help="show each turn on stderr")
-    run.add_argument("--no-log", action="store_true",
-                     help="do not record this run in the trajectory store (rlm logs / rlm view)")
-    run.add_argument("--env-file", metavar="FILE",
-                     help="load KEY=VALUE lines from a .env file first (needs python-dotenv)")
+    run = sub.add_parser(
+        "run", help="run an RLM completion; the answer goes to stdout (rlm PROMPT is the same)",
+        description="Run one RLM completion. The context is --context FILE (repeatable), else "
+                    "what is piped on stdin, else the prompt itself. Exit status: 0 answered, "
+                    "1 error, 2 usage error, 3 answered after a limit (the answer may be "
+                    "incomplete), 130 interrupted.")
+    _add_run_arguments(run)
     run.set_defaults(func=cmd_run)
 
     plugins = sub.add_parser("plugins", help="list installed plugins and what they register")
@@ -312,12 +464,70 @@ def _add_plugin_commands(sub: Any) -> None:
             print(f"rlm: command {name!r} from {entry.origin} failed to set up: {exc}", file=sys.stderr)
 
 
+BUILTIN_COMMANDS = ("run", "models", "plugins", "backends", "envs", "install", "uninstall",
+                    "batch", "demo")
+
+
+def _plugin_command_names() -> list[str]:
+    from ._manager import get_plugin_manager
+
+    try:
+        return sorted(get_plugin_manager().registry("command").names())
+    except Exception:  # noqa: BLE001 - a broken plugin never breaks the CLI
+        return []
+
+
+def _route(argv: list[str]) -> list[str]:
+    """``rlm PROMPT ...`` is ``rlm run PROMPT ...`` (as ``llm PROMPT`` is ``llm prompt``): any
+    first argument that is not a command or a top-level flag starts a run. A lone word close to
+    a command's name is a typo, not a prompt."""
+    if not argv or argv[0] in ("-h", "--help", "--version"):
+        return argv
+    commands = [*BUILTIN_COMMANDS, *_plugin_command_names()]
+    if argv[0] in commands:
+        return argv
+    if len(argv) == 1 and re.fullmatch(r"[a-z][a-z-]*", argv[0]):
+        import difflib
+
+        close = difflib.get_close_matches(argv[0], commands, n=1, cutoff=0.75)
+        if close:
+            from ._cli_input import UsageError
+
+            raise UsageError(f"unknown command {argv[0]!r}; did you mean `rlm {close[0]}`? "
+                             f"(To send it as a prompt: rlm run {argv[0]})")
+    return ["run", *argv]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # Built-in commands and --help need no plugin; only load entry points when they might matter.
-    builtin = {"run", "plugins", "backends", "envs", "demo", "batch", "--version"}
-    wants_plugins = not argv or argv[0] not in builtin
-    parser = build_parser(with_plugins=wants_plugins and argv not in (["-h"], ["--help"]))
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (rlm plugins | head -1): no traceback, and no second error when
+        # Python flushes stdout at exit.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
+    except KeyboardInterrupt:
+        print("rlm: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str]) -> int:
+    from ._cli_input import UsageError
+
+    try:
+        argv = _route(argv)
+    except UsageError as exc:
+        print(f"rlm: usage error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    # Plugins' commands are listed in --help; a built-in command other than help skips loading
+    # the command hooks (its own work loads what it needs).
+    wants_plugins = not argv or argv[0] not in BUILTIN_COMMANDS
+    parser = build_parser(with_plugins=wants_plugins)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -24,6 +24,12 @@ class Backend(Protocol):
     compaction. Both call paths take the chat messages and the sampling arguments (``temperature``,
     ``max_tokens``, ...) that the user passed as ``sampling_args``; they return the reply text and
     the call's :class:`~rlm.types.Usage`. Errors are raised as :class:`rlm.BackendError` subclasses.
+
+    Optional class attribute ``sampling_options``: a mapping of the sampling-argument names the
+    backend accepts to a one-line description. ``rlm run -o KEY VALUE`` refuses a ``KEY`` not in
+    it (listing the valid ones) and ``rlm models`` shows it; without it every option is passed
+    as given. ``rlm models`` also reads ``default_prices`` / ``PRICES``, ``CONTEXT_WINDOWS``,
+    ``DEFAULT_MODEL`` and ``model_aliases`` when the backend defines them (see ``rlm._models``).
     """
 
     model_name: str

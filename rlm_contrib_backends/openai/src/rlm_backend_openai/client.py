@@ -112,6 +112,31 @@ _PLAIN_SDK_KWARGS = frozenset({"api_key", "base_url", "timeout", "max_retries", 
 # Request options of the SDK that callers may pass among the sampling arguments.
 _OPTION_KEYS = ("extra_headers", "extra_query", "extra_body", "timeout")
 
+# The sampling arguments a run may pass (``sampling_args``, ``rlm run -o KEY VALUE``): the chat
+# completions parameters, plus the SDK's per-request options. ``rlm run`` checks ``-o`` names
+# against this table (see rlm._models).
+SAMPLING_OPTIONS: dict[str, str] = {
+    "temperature": "sampling temperature, 0-2",
+    "top_p": "nucleus sampling probability mass, 0-1",
+    "max_tokens": "most tokens in the reply",
+    "max_completion_tokens": "most tokens in the reply, reasoning included (o-series models)",
+    "stop": "a string or list of strings that end the reply",
+    "seed": "integer for best-effort deterministic sampling",
+    "presence_penalty": "-2..2: penalise tokens already present",
+    "frequency_penalty": "-2..2: penalise frequent tokens",
+    "logit_bias": "JSON object of token id -> bias",
+    "response_format": 'JSON object, e.g. {"type": "json_object"}',
+    "reasoning_effort": "low, medium or high (reasoning models)",
+    "verbosity": "low, medium or high (gpt-5 models)",
+    "service_tier": "auto, default, flex or priority",
+    "user": "an end-user id for the provider's abuse monitoring",
+    "model": "the model of this call (rlm run: use -m)",
+    "extra_headers": "JSON object of extra HTTP headers",
+    "extra_query": "JSON object of extra query parameters",
+    "extra_body": "JSON object merged into the request body",
+    "timeout": "seconds for this request",
+}
+
 
 _chars = content_chars
 estimate_tokens = estimate_token_count  # the characters/4 estimate, kept under its old name
@@ -162,6 +187,7 @@ class OpenAIBackend:
     api_key_env = "OPENAI_API_KEY"
     default_prices: Mapping[str, tuple[float, float]] = PRICES  # subclasses pick their table
     default_context_windows: Mapping[str, int] | None = None  # None: the OpenAI windows
+    sampling_options: Mapping[str, str] = SAMPLING_OPTIONS  # what -o / sampling_args accept
 
     def __init__(self, model_name: str | None = None, api_key: str | None = None,
                  base_url: str | None = None, timeout: float = 60.0, max_retries: int = 3,
