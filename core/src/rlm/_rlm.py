@@ -18,6 +18,7 @@ from ._host import RunHost
 from ._manager import PluginManager, get_plugin_manager
 from ._tools import normalize_tools
 from ._usage import UsageKey, UsageTracker
+from .contract import RESET_ANSWER
 from .events import (CellExecuted, Compacted, Event, IterationCompleted, IterationStarted,
                      LimitExceeded, RunFinished, RunStarted)
 from .exceptions import (BudgetExceededError, CancellationError, ConfigurationError,
@@ -979,6 +980,8 @@ class _Run:
         try:
             context_index = rlm._context_count if rlm.persistent else 0
             env.add_context(self.prompt, context_index)
+            if context_index > 0:  # persistent: a new completion starts with no answer (rlm.contract)
+                env.execute(RESET_ANSWER, timeout=self._cell_timeout())
             question = P.question_of(self.prompt, self.root_prompt)
             if rlm.persistent:
                 rlm._context_count += 1

@@ -103,6 +103,7 @@ STANDARD_TESTS: dict[str, tuple[str, ...]] = {
         "test_shutdown_is_idempotent_and_final",
         "test_usage_instructions",
         "test_runs_an_rlm_completion",
+        "test_persistent_completions_each_return_their_own_answer",
         "test_kit_guard",
     ),
     # EscapeTests: rlm_testkit/environments.py (owned by the isolated-environments work)

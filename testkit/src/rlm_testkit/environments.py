@@ -462,6 +462,40 @@ class EnvironmentTests(_EnvironmentKit, kit=True):
             rlm.close()
         assert result.response == "HELLO|ok"
 
+    @requires("persistent")
+    @pytest.mark.parametrize("completions", [2, 3])
+    def test_persistent_completions_each_return_their_own_answer(self, completions: int) -> None:
+        """``persistent=True``: completion k sees ``context_k`` and what earlier ones left, and
+        returns its own answer, never the one an earlier completion set (the kernel resets
+        ``answer`` with :data:`rlm.contract.RESET_ANSWER`; the REPL must keep that reset)."""
+        from rlm import RLM
+
+        pm = isolated_plugin_manager(self.plugin, first_party=("scripted",))
+        turns = iter(
+            reply for k in range(completions) for reply in (
+                f"```repl\nseen_{k} = context_{k}\n```",
+                f"```repl\nanswer['content'] = '|'.join(str(globals().get(f'seen_{{i}}')) "
+                f"for i in range({k + 1}))\nanswer['ready'] = True\n```"))
+
+        def respond(messages: list[dict[str, Any]]) -> str:
+            return next(turns) if is_root_turn(messages) else "ok"
+
+        rlm = RLM(backend="scripted", backend_kwargs={"responder": respond},
+                  environment=self.environment_name, environment_kwargs=self.environment_kwargs,
+                  plugin_manager=pm, persistent=True)
+        try:
+            got = [rlm.completion(f"task {k}") for k in range(completions)]
+        finally:
+            rlm.close()
+        for k, result in enumerate(got):
+            expected = "|".join(f"task {i}" for i in range(k + 1))
+            assert result.response == expected, (
+                f"completion {k + 1} of {completions} in persistent mode returned "
+                f"{result.response!r}, expected {expected!r}" + (
+                    ": an earlier completion's answer (add_context with index > 0 must leave the "
+                    "kernel's reset of `answer` in place)" if k and result.response != expected
+                    else ""))
+
 
 # --- the escape suite ----------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ dies (memory cap, crash), with its contexts, history and tools loaded again.
 
 from __future__ import annotations
 
-import ast
 import collections
 import contextlib
 import itertools
@@ -27,6 +26,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ..contract import code_tool_defines as _defines
 from ..exceptions import ConfigurationError, RLMEnvironmentError
 from ..types import CellResult, EnvironmentCapabilities, Message, Tool
 from .channel import Channel, ChannelClosed, new_secret
@@ -115,30 +115,6 @@ def worker_rlimits(memory_limit: int | None, disk_limit: int | None) -> dict[str
     if disk_limit:
         limits["file_size"] = disk_limit
     return limits
-
-
-def _defines(source: str, name: str) -> bool:
-    """Whether ``source`` is Python code that binds ``name`` at its top level."""
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return False
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and \
-                node.name == name:
-            return True
-        targets: list[ast.AST] = []
-        if isinstance(node, ast.Assign):
-            targets = list(node.targets)
-        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
-            targets = [node.target]
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            if any((a.asname or a.name.split(".")[0]) == name for a in node.names):
-                return True
-        for target in targets:
-            if any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(target)):
-                return True
-    return False
 
 
 def tool_specs(tools: Mapping[str, Any] | None, environment: str) -> dict[str, dict[str, Any]]:
