@@ -32,6 +32,15 @@ class TestSandboxEscapes(EscapeTests):
     environment_kwargs = {"memory_limit": "512m", "disk_limit": "64m", "pids_limit": 32}
 
 
+@pytest.mark.skipif(shutil.which("bwrap") is None and os.environ.get("CI") != "true",
+                    reason="bubblewrap is not installed (scripts/ci/sandbox.sh installs it)")
+class TestSandboxWithoutCgroupEscapes(TestSandboxEscapes):
+    """What a host that is not root gets: no memory or pids cgroup, only rlimits and the sizes
+    of the sandbox's tmpfs."""
+
+    environment_kwargs = {**TestSandboxEscapes.environment_kwargs, "cgroup": False}
+
+
 def _docker_image() -> tuple[str | None, str | None]:
     try:
         from rlm_env_docker.testing import ready

@@ -784,6 +784,27 @@ ESCAPE_ATTEMPTS: tuple[EscapeAttempt, ...] = (
                   "    print('blocked', type(e).__name__, written)\nfinally:\n"
                   "    try:\n        os.remove('filler.bin')\n    except OSError:\n        pass",
                   check=_survived, timeout=120),
+    EscapeAttempt("fill-every-writable-place",
+                  "park data in every place that may be writable (the root, /rlm, /dev, "
+                  "/dev/shm, /var/tmp, /run, the working and home directories), in files of "
+                  "16 MiB each, up to 1 GiB per place: each must be read-only or size-limited, "
+                  "whether or not a memory cgroup is there to catch it",
+                  "import os\nchunk = b'x' * (16 * 1024 * 1024)\n"
+                  "places = dict.fromkeys(['/', '/rlm', '/dev', '/dev/shm', '/var/tmp', '/run', "
+                  "os.getcwd(), os.path.expanduser('~')])\n"
+                  "for place in places:\n    made = []\n    try:\n"
+                  "        for i in range(64):\n"
+                  "            path = os.path.join(place, f'rlm-fill-{i}.bin')\n"
+                  "            with open(path, 'wb') as f:\n                made.append(path)\n"
+                  "                f.write(chunk)\n"
+                  "        print('EXHAUSTED-NOT', place, len(made) * 16, 'MiB')\n"
+                  "    except (OSError, MemoryError) as e:\n"
+                  "        print('blocked', place, type(e).__name__, max(len(made) - 1, 0) * 16, "
+                  "'MiB')\n"
+                  "    finally:\n        for path in made:\n            try:\n"
+                  "                os.remove(path)\n            except OSError:\n"
+                  "                pass",
+                  check=_survived, timeout=120),
     EscapeAttempt("exhaust-processes",
                   "start processes and threads until the machine runs out",
                   "import os, threading, time\nstop = threading.Event()\nn = 0\ntry:\n"

@@ -8,8 +8,10 @@ Layers, outermost first (each one is reported in :attr:`SandboxREPL.isolation_re
   cgroup filesystem lets us make one;
 * bubblewrap: new user, pid, network, IPC, UTS and cgroup namespaces (no network at all: only a
   loopback device nobody listens on), a fresh root with ``/usr`` and the interpreter read-only,
-  ``/proc`` of its own, a minimal ``/dev``, a size-limited private tmpfs at ``/tmp`` (the working
-  directory), no further user namespaces, killed with its parent;
+  ``/proc`` of its own, a minimal read-only ``/dev``, a read-only root; the only writable places
+  are two size-limited private tmpfs, ``/tmp`` (the working directory, ``disk_limit``) and
+  ``/dev/shm`` (64 MiB at most), whether the host is root or not; no further user namespaces,
+  killed with its parent;
 * a seccomp filter, the policy the docker environment applies too (:mod:`rlm.isolation.seccomp`):
   no ptrace, mount, module, BPF, keyring, clock, memfd or System V IPC syscalls, no sockets but
   AF_UNIX, no new processes (unless ``allow_subprocess=True``);
@@ -38,6 +40,8 @@ from .bwrap import INSTALL_HINT, bwrap_command, drop_root
 # The worker's whole environment: none of the host's variables (API keys) reach it.
 WORKER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
               "PYTHONDONTWRITEBYTECODE": "1", "MALLOC_ARENA_MAX": "2"}
+#: Size of the sandbox's ``/dev/shm`` tmpfs (Docker's default), or ``disk_limit`` when smaller.
+SHM_BYTES = 64 * 2**20
 
 
 class SandboxREPL(IsolatedREPL):
@@ -48,7 +52,9 @@ class SandboxREPL(IsolatedREPL):
     ``startup_timeout``, ``timeout_grace``):
         isolation: ``"bwrap"`` (default) or ``"rlimits"``, the weaker opt-in described above.
         disk_limit: size of the private writable ``/tmp`` (and the largest file a cell may
-            write), default ``"256m"``.
+            write), default ``"256m"``. ``/dev/shm`` is a tmpfs of its own of at most 64 MiB;
+            nothing else is writable (``/``, ``/rlm`` and ``/dev`` are read-only). ``None``
+            lifts the size of ``/tmp``: only the memory cgroup (a root host) then caps it.
         pids_limit: most processes and threads the worker may have at once (default 64).
         cpu_time: CPU seconds the worker may use over the whole run (``None``: no limit).
         cgroup: ``"auto"`` (use one where possible), ``True`` (fail when impossible) or
@@ -258,22 +264,33 @@ class SandboxREPL(IsolatedREPL):
                 continue
             mounts += ["--ro-bind", path, path]
             ro_mounts.append(path)
+        # Every writable place is a tmpfs with a size: /tmp (disk_limit) and /dev/shm; the root
+        # (and /rlm on it) and /dev are read-only once mounted. Root or not: without a memory
+        # cgroup (a host that is not root) nothing else would cap what a cell parks there.
+        shm = self.shm_bytes()
         if self.disk_limit:
             mounts += ["--size", str(self.disk_limit)]
-        mounts += ["--perms", "1777", "--tmpfs", "/tmp", "--dir", "/rlm",
-                   "--ro-bind", ctl, "/rlm/ctl", "--ro-bind", ctx, "/rlm/ctx"]
+        mounts += ["--perms", "1777", "--tmpfs", "/tmp", "--size", str(shm), "--perms", "1777",
+                   "--tmpfs", "/dev/shm", "--dir", "/rlm",
+                   "--ro-bind", ctl, "/rlm/ctl", "--ro-bind", ctx, "/rlm/ctx",
+                   "--remount-ro", "/dev", "--remount-ro", "/"]
         sfd = None
         if self.seccomp:
             sfd = seccomp_program(allow_subprocess=self.allow_subprocess)
             fds.append(sfd)
         report.update({"bwrap": True, "network": "none", "seccomp": self.seccomp,
                        "subprocess": self.allow_subprocess, "tmpfs_bytes": self.disk_limit,
-                       "ro_mounts": ["/usr", *ro_mounts, "/rlm/ctl", "/rlm/ctx"]})
+                       "writable": {"/tmp": self.disk_limit, "/dev/shm": shm},
+                       "ro_mounts": ["/", "/dev", "/usr", *ro_mounts, "/rlm/ctl", "/rlm/ctx"]})
         argv = bwrap_command(
             [self.python, "-I", "-S", "/rlm/ctl/worker.py", "--stdio", "--secret-file",
              "/rlm/ctl/secret"], bwrap=self.bwrap, hostname="rlm-sandbox",
             env={**WORKER_ENV, "HOME": "/tmp"}, chdir="/tmp", mounts=mounts, seccomp_fd=sfd)
         return argv, fds
+
+    def shm_bytes(self) -> int:
+        """The size of the sandbox's ``/dev/shm``: :data:`SHM_BYTES`, at most ``disk_limit``."""
+        return min(SHM_BYTES, self.disk_limit or SHM_BYTES)
 
     def _worker_config(self) -> dict[str, Any]:
         return {"limits": self._limits_config, "workdir": self._workdir_inside}
@@ -299,7 +316,8 @@ class SandboxREPL(IsolatedREPL):
         text = super().usage_instructions()
         if self.isolation == "bwrap":
             text += ("\nYour working directory is /tmp (private, at most "
-                     f"{(self.disk_limit or 0) // 2**20} MiB); the rest of the filesystem is "
+                     f"{(self.disk_limit or 0) // 2**20} MiB) and /dev/shm holds at most "
+                     f"{self.shm_bytes() // 2**20} MiB; the rest of the filesystem is "
                      "read-only and there is no network")
             text += "." if self.allow_subprocess else "; starting processes is not allowed."
         return text
