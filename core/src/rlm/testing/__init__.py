@@ -2,13 +2,15 @@
 
 :class:`OpenAICompatibleServer` is a scripted OpenAI-compatible HTTP server: tests, benchmarks and
 the demo point any OpenAI-compatible client at ``srv.base_url`` and script its replies and faults.
-:class:`AnthropicCompatibleServer` does the same in the Anthropic Messages API wire format.
+:class:`AnthropicCompatibleServer` does the same in the Anthropic Messages API wire format, and
+:class:`GeminiEmulator` emulates the Gemini API (generateContent, streamGenerateContent, countTokens).
 """
 
 from __future__ import annotations
 
 from .anthropic_server import AnthropicCompatibleServer, AnthropicReply
+from .gemini_emulator import GeminiEmulator, GeminiReply
 from .openai_server import Fault, OpenAICompatibleServer, Reply, demo_responder, estimate_tokens
 
-__all__ = ["AnthropicCompatibleServer", "AnthropicReply", "Fault", "OpenAICompatibleServer", "Reply",
-           "demo_responder", "estimate_tokens"]
+__all__ = ["AnthropicCompatibleServer", "AnthropicReply", "Fault", "GeminiEmulator", "GeminiReply",
+           "OpenAICompatibleServer", "Reply", "demo_responder", "estimate_tokens"]
