@@ -34,7 +34,7 @@ from .exceptions import CancellationError, ConfigurationError, RLMError
 from .types import AnswerSource, RunStatus, UsageSummary
 
 __all__ = ["DEFAULT_PROFILE", "InputError", "Outcome", "Profile", "ProfileRun", "Progress",
-           "add_profile_arguments", "assemble_context", "check_bind", "is_loopback",
+           "add_profile_arguments", "assemble_context", "bearer_matches", "check_bind", "is_loopback",
            "load_profiles", "profiles_from_args", "read_files"]
 
 DEFAULT_PROFILE = "default"
@@ -457,6 +457,15 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def bearer_matches(authorization: str | None, token: str) -> bool:
+    """True when an ``Authorization`` header value is ``Bearer TOKEN`` (compared in constant
+    time)."""
+    import hmac
+
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def check_bind(host: str, token: str | None, *, flag: str = "--api-key",

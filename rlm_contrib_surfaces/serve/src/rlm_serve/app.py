@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import time
@@ -40,7 +39,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from rlm.exceptions import BackendError, ConfigurationError, RateLimitError, RLMError
-from rlm.surface import InputError, Outcome, Profile, ProfileRun, Progress
+from rlm.surface import InputError, bearer_matches, Outcome, Profile, ProfileRun, Progress
 
 from .requests import KNOWN_FIELDS, RunRequest, parse_request
 
@@ -152,9 +151,7 @@ class App:
         if not key:
             return None
         headers = dict(scope.get("headers") or [])
-        given = headers.get(b"authorization", b"").decode("latin-1")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode()):
+        if bearer_matches(headers.get(b"authorization", b"").decode("latin-1"), key):
             return None
         return error_response(401, "Missing or wrong API key: send 'Authorization: Bearer KEY' "
                                    "with the key rlm serve was started with (--api-key).",
