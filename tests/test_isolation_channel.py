@@ -157,3 +157,95 @@ def test_a_worker_flooding_calls_gets_errors_beyond_the_pending_limit():
     assert channel._pending_calls == 0
     a.close()
     b.close()
+
+
+class _BlockingHost:
+    """Serves helper calls only once ``release`` is set; counts the prompts it was given."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.prompts = 0
+
+    def llm_query(self, prompt, model=None):
+        self.release.wait(10)
+        self.prompts += 1
+        return "ok"
+
+    def llm_query_batched(self, prompts, model=None):
+        self.release.wait(10)
+        self.prompts += len(prompts)
+        return ["ok"] * len(prompts)
+
+
+def _served(channel: Channel):
+    a, b = socket.socketpair()
+    channel._reader = W.FrameReader(lambda n: a.recv(n))
+    channel._write = a.sendall
+    threading.Thread(target=channel._read_loop, daemon=True).start()
+    return a, b, W.FrameReader(lambda n: b.recv(n))
+
+
+def test_a_batched_call_counts_each_prompt_against_the_pending_limit():
+    """One small frame of 150,000 prompts is refused (the host would hold them all); batches
+    within the item budget are served, and their prompts count until they end (issue 16)."""
+    host = _BlockingHost()
+    channel = Channel(None, None, host, new_secret(), max_pending_items=1000)
+    a, b, frames = _served(channel)
+    big = ["p"] * 150_000
+    b.sendall(W.encode_json({"t": "call", "id": 1, "m": "llm_query_batched", "a": [big, None]}))
+    reply = frames.read()[1]
+    assert reply["id"] == 1 and "150,000 prompts in one call" in reply["v"]
+    assert "batches of at most 1,000" in reply["v"]
+    b.sendall(W.encode_json({"t": "call", "id": 2, "m": "llm_query_batched",
+                             "a": [["q"] * 600, None]}))
+    b.sendall(W.encode_json({"t": "call", "id": 3, "m": "llm_query_batched",
+                             "a": [["q"] * 600, None]}))
+    reply = frames.read()[1]  # the second batch would pass 1,000 prompts in flight
+    assert reply["id"] == 3 and "already carry 600 prompts" in reply["v"]
+    host.release.set()
+    reply = frames.read()[1]
+    assert reply["id"] == 2 and reply["v"] == ["ok"] * 600
+    assert host.prompts == 600
+    assert channel._pending_items == 0 and channel._pending_calls == 0
+    a.close()
+    b.close()
+
+
+def test_call_frames_in_flight_are_bounded_in_bytes():
+    host = _BlockingHost()
+    channel = Channel(None, None, host, new_secret(), max_call_bytes=3 * 2**20)
+    a, b, frames = _served(channel)
+    prompt = "x" * (2 * 2**20)
+    for i in range(3):  # the first is admitted whatever its size; the next two would pass 3 MB
+        b.sendall(W.encode_json({"t": "call", "id": i, "m": "llm_query", "a": [prompt, None]}))
+    refused = [frames.read()[1] for _ in range(2)]
+    assert all("already carry 2 MB (the limit is 3 MB)" in r["v"] for r in refused)
+    host.release.set()
+    assert frames.read()[1] == {"t": "reply", "id": 0, "v": "ok"}
+    assert channel._pending_bytes == 0
+    a.close()
+    b.close()
+
+
+def test_a_served_call_does_not_keep_its_prompt():
+    """The channel drops a call's prompt as soon as the host has it: the host alone decides how
+    long it lives (not the thread pool's work item, not the decoded frame)."""
+    import gc
+
+    seen: list = []
+
+    class Host:
+        def llm_query(self, prompt, model=None):
+            seen.append(id(prompt))
+            gc.collect()
+            holders = [r for r in gc.get_referrers(prompt) if isinstance(r, (dict, list, tuple))]
+            seen.append(len(holders))
+            return "ok"
+
+    channel = Channel(None, None, Host(), new_secret())
+    a, b, frames = _served(channel)
+    b.sendall(W.encode_json({"t": "call", "id": 1, "m": "llm_query", "a": ["y" * 1000, None]}))
+    assert frames.read()[1]["v"] == "ok"
+    assert seen[1] == 0, "the call frame (or the pool's work item) still holds the prompt"
+    a.close()
+    b.close()

@@ -155,3 +155,22 @@ def test_through_a_whole_completion(pm, plan):
     assert s.total_calls == len(ok)
     assert s.total_input_tokens == sum(u.input_tokens for u in ok)
     assert s.total_output_tokens == sum(u.output_tokens for u in ok)
+
+
+def test_sub_call_records_keep_a_bounded_prompt(host_factory):
+    """A record keeps the first RECORDED_PROMPT_CHARS characters of its prompt and says how many
+    it dropped: forty 32 MB prompts in one cell must not stay on the host until the cell ends."""
+    from rlm._host import RECORDED_PROMPT_CHARS
+
+    r, run, host, backend = host_factory(4)
+    backend.plan = {i: (0, False, Usage(1, 1, None)) for i in range(3)}
+    pad = " " * (3 * RECORDED_PROMPT_CHARS)  # int() ignores it: the backend still sees item i
+    assert host.llm_query("0" + pad) == "answer-0"
+    assert host.llm_query_batched(["1" + pad, "2" + pad]) == ["answer-1", "answer-2"]
+    calls = host.drain_calls()
+    assert len(calls) == 3
+    for i, call in enumerate(calls):
+        assert call.prompt.startswith(str(i))
+        assert len(call.prompt) < RECORDED_PROMPT_CHARS + 100
+        assert f"{len(pad) + 1 - RECORDED_PROMPT_CHARS:,} more characters not recorded" in \
+            call.prompt

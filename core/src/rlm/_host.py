@@ -47,6 +47,31 @@ def _as_messages(prompt: str | Sequence[Message] | Any) -> list[Message]:
     return [{"role": "user", "content": str(prompt)}]
 
 
+#: Characters of a sub-call's prompt its record keeps (``rlm_calls[i].prompt``, the trajectory,
+#: the log). The prompt itself is released as soon as its call is made: a cell sending forty 32 MB
+#: prompts must not make the host hold 1.3 GB until the cell ends.
+RECORDED_PROMPT_CHARS = 20_000
+
+
+def _recorded(prompt: Any, limit: int = RECORDED_PROMPT_CHARS) -> Any:
+    """``prompt`` as a sub-call's record keeps it: text cut to ``limit`` characters (saying how
+    many were cut), a list of chat messages with each ``content`` cut alike."""
+    if isinstance(prompt, str):
+        if len(prompt) <= limit:
+            return prompt
+        return prompt[:limit] + f"... [{len(prompt) - limit:,} more characters not recorded]"
+    if isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt):
+        return [{**m, "content": _recorded(m.get("content"), limit)}
+                if isinstance(m.get("content"), str) else m for m in prompt[:100]]
+    return prompt if isinstance(prompt, (int, float, bool, type(None))) else _recorded(
+        str(prompt), limit)
+
+
+#: Sub-call records one cell keeps (``CellResult.rlm_calls``); calls beyond are made and counted
+#: in the usage as usual, but not recorded one by one (a warning says so).
+MAX_RECORDED_CALLS = 10_000
+
+
 def _preview(prompt: Any, n: int = 200) -> str:
     text = prompt if isinstance(prompt, str) else str(prompt)
     return text[:n]
@@ -130,7 +155,13 @@ class RunHost:
 
     def _record(self, call: RLMChatCompletion) -> None:
         with self._calls_lock:
-            self._calls.append(call)
+            kept = len(self._calls) < MAX_RECORDED_CALLS
+            if kept:
+                self._calls.append(call)
+        if not kept:
+            self._run.rlm._warn_once(
+                f"a cell made more than {MAX_RECORDED_CALLS:,} sub-calls: the ones beyond are "
+                "counted in the usage but not recorded one by one in the trajectory")
 
     def _refusal(self) -> str | None:
         """Why no new sub-call may start now (limits already hit, run cancelled), else None."""
@@ -183,7 +214,7 @@ class RunHost:
             cost=response.usage.cost if response else None, call_id=call_id))
         text = response.text if response is not None else (error or "Error: no response")
         return RLMChatCompletion(
-            root_model=model_name, prompt=prompt, response=text, usage_summary=summary,
+            root_model=model_name, prompt=_recorded(prompt), response=text, usage_summary=summary,
             execution_time=dt, error=error, error_type="BackendError" if error else None,
             depth=run.depth + 1, kind="llm", call_id=call_id)
 
@@ -237,24 +268,25 @@ class RunHost:
         limit = run.rlm.max_concurrent_subcalls
         child_depth = run.depth + 1
         records: list[RLMChatCompletion | None] = [None] * len(prompts)
+        stopped = [False]
 
-        async def one(i: int, prompt: Any, sem: asyncio.Semaphore) -> str:
+        async def one(i: int, prompt: Any) -> str:
             t0 = time.perf_counter()
             response: ModelResponse | None = None
             error: str | None = None
             started = False
             call_id: str | None = None
             try:
-                async with sem:
-                    if batch.cancelled or run.limit_reason():
-                        return self._refusal() or self._cancelled_text()
-                    started = True
-                    if recursive:
-                        self._fire("on_subcall_start", child_depth, model_name, _preview(prompt))
-                    call_id = self._started("llm", model_name, prompt)
-                    t0 = time.perf_counter()
-                    response = await backend.acompletion(_as_messages(prompt), **sampling)
+                if batch.cancelled or run.limit_reason():
+                    return self._refusal() or self._cancelled_text()
+                started = True
+                if recursive:
+                    self._fire("on_subcall_start", child_depth, model_name, _preview(prompt))
+                call_id = self._started("llm", model_name, prompt)
+                t0 = time.perf_counter()
+                response = await backend.acompletion(_as_messages(prompt), **sampling)
             except asyncio.CancelledError:
+                stopped[0] = True  # the batch is being stopped: no runner takes another item
                 error = self._cancelled_text()
             except Exception as exc:  # noqa: BLE001 - fails this item only
                 error = _error_text(exc)
@@ -268,13 +300,30 @@ class RunHost:
                 self._fire("on_subcall_complete", child_depth, model_name, dt, error)
             return call.response
 
+        results: list[Any] = [None] * len(prompts)  # an item never taken reads as cancelled
+        indices = iter(range(len(prompts)))
+
+        async def runner() -> None:
+            # ``limit`` runners take the items in turn: a batch of 150,000 prompts costs the
+            # host ``limit`` tasks, not one task (and its coroutine) per item. A runner that is
+            # cancelled finishes its item with an error and the rest are refused at once.
+            for i in indices:
+                if stopped[0]:
+                    return
+                try:
+                    results[i] = await one(i, prompts[i])
+                except BaseException as exc:  # noqa: BLE001 - reported in the item's slot
+                    results[i] = exc
+                    stopped[0] = stopped[0] or isinstance(exc, asyncio.CancelledError)
+
         async def gather() -> list[Any]:
-            sem = asyncio.Semaphore(limit)
-            batch.tasks = [asyncio.ensure_future(one(i, p, sem)) for i, p in enumerate(prompts)]
+            batch.tasks = [asyncio.ensure_future(runner())
+                           for _ in range(max(1, min(limit, len(prompts))))]
             if batch.cancelled:  # cancelled before the tasks existed
                 for task in batch.tasks:
                     task.cancel()
-            return await asyncio.gather(*batch.tasks, return_exceptions=True)
+            await asyncio.gather(*batch.tasks, return_exceptions=True)
+            return results
 
         run.track(batch)
         fut = run.submit(gather())
@@ -295,7 +344,8 @@ class RunHost:
         for call in records:
             if call is not None:
                 self._record(call)
-        return [r if isinstance(r, str) else _error_text(r) for r in results]
+        return [r if isinstance(r, str) else self._cancelled_text() if r is None
+                or isinstance(r, asyncio.CancelledError) else _error_text(r) for r in results]
 
     def llm_query(self, prompt: str | list[Message], model: str | None = None) -> str:
         try:

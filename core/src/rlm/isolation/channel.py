@@ -22,6 +22,12 @@ from .worker import (CALL_METHODS, KIND_JSON, PROTOCOL, FrameReader, ProtocolErr
                      encode_json, mac)
 
 BLOB_CHUNK = 1 << 20
+#: Prompts of helper calls in flight (running or waiting) on one channel: ``llm_query_batched``
+#: counts each of its prompts, so one small frame of 150,000 prompts cannot hold the host's memory.
+MAX_PENDING_ITEMS = 10_000
+#: Bytes of helper-call frames in flight on one channel (one frame of any size up to the frame
+#: limit is always admitted when nothing else is in flight).
+MAX_CALL_BYTES = 128 * 1024 * 1024
 
 
 def new_secret() -> bytes:
@@ -44,10 +50,14 @@ class Channel:
         max_pending_calls: how many may be running or waiting at once; a call beyond that is
             answered at once with an error string (a worker flooding ``call`` frames cannot grow
             the host's memory without bound).
+        max_pending_items: how many prompts those calls may carry in all (a batched call counts
+            each of its prompts); a call that would pass it is answered with an error string.
+        max_call_bytes: how many bytes of call frames may be in flight at once; likewise.
     """
 
     def __init__(self, read: Callable[[int], bytes], write: Callable[[bytes], Any], host: Any,
                  secret: bytes, *, max_concurrent_calls: int = 16, max_pending_calls: int = 256,
+                 max_pending_items: int = MAX_PENDING_ITEMS, max_call_bytes: int = MAX_CALL_BYTES,
                  name: str = "rlm-worker"):
         self._reader = FrameReader(read)
         self._write = write
@@ -67,6 +77,10 @@ class Channel:
         self.calls_served = 0
         self._max_pending = max_pending_calls
         self._pending_calls = 0
+        self._max_items = max_pending_items
+        self._pending_items = 0
+        self._max_bytes = max_call_bytes
+        self._pending_bytes = 0
         self._pending_lock = threading.Lock()
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -172,17 +186,13 @@ class Channel:
                     raise ProtocolError("the worker sent a binary frame")
                 t = msg["t"]
                 if t == "call":
-                    with self._pending_lock:
-                        full = self._pending_calls >= self._max_pending
-                        if not full:
-                            self._pending_calls += 1
-                    if full:
-                        self.send({"t": "reply", "id": msg.get("id"), "v": (
-                            f"Error: {self._max_pending} helper calls are already running or "
-                            "waiting on the host; wait for some to finish (fewer threads, or one "
-                            "llm_query_batched call for many prompts)")})
+                    cost = (_items(msg), self._reader.last_size)
+                    refusal = self._admit(*cost)
+                    if refusal is not None:
+                        self.send({"t": "reply", "id": msg.get("id"), "v": refusal})
                     else:
-                        self._pool.submit(self._serve_call, msg)
+                        self._pool.submit(self._serve_call, msg, cost)
+                        del msg  # the call's thread holds it now, and drops it when it ends
                 elif t in ("result", "ack"):
                     with self._waiters_lock:
                         slot = self._waiters.pop(msg.get("id"), None)
@@ -209,15 +219,45 @@ class Channel:
             slot[1] = ChannelClosed(reason)
             slot[0].set()
 
-    def _serve_call(self, msg: dict[str, Any]) -> None:
+    def _admit(self, items: int, size: int) -> str | None:
+        """Count a call in (None), or say why it is refused: the host holds at most
+        ``max_pending_calls`` calls, ``max_pending_items`` prompts and ``max_call_bytes`` bytes
+        of call frames at once, whatever the worker sends."""
+        with self._pending_lock:
+            if self._pending_calls >= self._max_pending:
+                return (f"Error: {self._max_pending} helper calls are already running or waiting "
+                        "on the host; wait for some to finish (fewer threads, or one "
+                        "llm_query_batched call for many prompts)")
+            if items > self._max_items:
+                return (f"Error: {items:,} prompts in one call is more than the host takes at "
+                        f"once ({self._max_items:,}); split the list into batches of at most "
+                        f"{self._max_items:,} prompts")
+            if self._pending_items + items > self._max_items:
+                return (f"Error: helper calls waiting on the host already carry "
+                        f"{self._pending_items:,} prompts (the limit is {self._max_items:,}); "
+                        "wait for them to finish")
+            if self._pending_bytes and self._pending_bytes + size > self._max_bytes:
+                return (f"Error: helper calls waiting on the host already carry "
+                        f"{self._pending_bytes // 2**20:,} MB (the limit is "
+                        f"{self._max_bytes // 2**20:,} MB); wait for them to finish, or send "
+                        "smaller prompts")
+            self._pending_calls += 1
+            self._pending_items += items
+            self._pending_bytes += size
+            return None
+
+    def _serve_call(self, msg: dict[str, Any], cost: tuple[int, int] = (1, 0)) -> None:
         call_id = msg.get("id")
         try:
             value = self._dispatch(msg)
         except Exception as exc:  # noqa: BLE001 - helpers never raise into model code
             value = f"Error: {type(exc).__name__}: {exc}"
         finally:
+            del msg  # release the prompts before the reply is sent
             with self._pending_lock:
                 self._pending_calls -= 1
+                self._pending_items -= cost[0]
+                self._pending_bytes -= cost[1]
         try:
             self.send({"t": "reply", "id": call_id, "v": value})
         except (OSError, ProtocolError, TypeError, ValueError) as exc:
@@ -228,12 +268,14 @@ class Channel:
                 pass
 
     def _dispatch(self, msg: dict[str, Any]) -> Any:
-        method, args = msg.get("m"), msg.get("a")
+        # The prompts leave ``msg`` here: the caller's ``msg`` must not keep them alive.
+        method, args = msg.pop("m", None), msg.pop("a", None)
         if method not in CALL_METHODS:
             return f"Error: unknown helper {method!r}"
         if not isinstance(args, list) or len(args) != 2:
             return f"Error: {method} takes (prompt, model=None)"
         prompt, model = args
+        args.clear()
         if model is not None and not isinstance(model, str):
             return f"Error: model must be a string or None, not {type(model).__name__}"
         host = self.host
@@ -245,3 +287,12 @@ class Channel:
                 return f"Error: {method} takes a list of prompts"
             return list(getattr(host, method)(prompt, model))
         return getattr(host, method)(prompt, model)
+
+
+def _items(msg: dict[str, Any]) -> int:
+    """How many prompts a call frame carries (a batched call: each of its prompts)."""
+    args = msg.get("a")
+    if isinstance(args, list) and args and isinstance(args[0], list) and \
+            str(msg.get("m", "")).endswith("_batched"):
+        return max(1, len(args[0]))
+    return 1

@@ -11,7 +11,7 @@ dies (memory cap, crash), with its contexts, history and tools loaded again.
 
 from __future__ import annotations
 
-import collections
+import codecs
 import contextlib
 import itertools
 import json
@@ -20,7 +20,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -30,7 +29,8 @@ from ..contract import code_tool_defines as _defines
 from ..exceptions import ConfigurationError, RLMEnvironmentError
 from ..types import CellResult, EnvironmentCapabilities, Message, Tool
 from .channel import Channel, ChannelClosed, new_secret
-from .leftovers import track_open, untrack_open
+from .leftovers import make_run_dir, reap_run_dirs, track_open, untrack_open
+from .streams import StderrTail
 from .worker import RESERVED_NAMES, ProtocolError
 
 WORKER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
@@ -204,13 +204,25 @@ class WorkerProcess:
             raise RLMEnvironmentError(f"cannot start the {what} ({argv[0]}): {exc}") from exc
         self._stdin = self.proc.stdin
         self._stdout = self.proc.stdout
-        self._err: collections.deque[str] = collections.deque(maxlen=200)
+        self._err = StderrTail()
         threading.Thread(target=self._drain, name="rlm-worker-stderr", daemon=True).start()
 
     def _drain(self) -> None:
+        """Read the worker's stderr in blocks into a bounded tail (an unterminated line of any
+        length costs the host :data:`~rlm.isolation.streams.PARTIAL_CHARS`, not its size)."""
         assert self.proc.stderr is not None
-        for line in iter(self.proc.stderr.readline, b""):
-            self._err.append(line.decode("utf-8", "replace").rstrip("\n")[:2000])
+        fd = self.proc.stderr.fileno()
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        while True:
+            try:
+                block = os.read(fd, 65536)
+            except OSError:
+                break
+            if not block:
+                break
+            self._err.feed(decoder.decode(block))
+        self._err.feed(decoder.decode(b"", final=True))
+        self._err.close()
 
     def read(self, n: int) -> bytes:
         return os.read(self._stdout.fileno(), n)  # type: ignore[union-attr]
@@ -222,7 +234,7 @@ class WorkerProcess:
             view = view[os.write(fd, view):]
 
     def stderr_tail(self, lines: int = 20) -> str:
-        return "\n".join(list(self._err)[-lines:])
+        return self._err.text(lines)
 
     def returncode(self) -> int | None:
         return self.proc.poll()
@@ -285,6 +297,7 @@ class IsolatedREPL:
 
     _shared_ctx_dir: str | None = None  # host path the worker reads contexts from, if any
     _worker_ctx_dir: str = "/rlm/ctx"  # where the worker finds (or writes) context files
+    _file_owner: tuple[int, int] | None = None  # (uid, gid) given the context files (mode 0600)
 
     def __init__(self, *, cell_timeout: float | None = None, setup_code: str | None = None,
                  max_output_chars: int = 20000, memory_limit: str | int | None = "2g",
@@ -305,7 +318,8 @@ class IsolatedREPL:
         self._written: set[str] = set()
         self._proc: Any = None
         self._channel: Channel | None = None
-        self._run_dir: str | None = None
+        self._run_dir: str | None = None  # private (0700), see leftovers.make_run_dir
+        self._run_lock: int | None = None  # holds the run directory's owner lock
         self._started = False
         self._closed = False
         self._closing = False  # shutdown() was called while another thread held the REPL
@@ -346,8 +360,9 @@ class IsolatedREPL:
             self._tools = tool_specs(tools, self.environment_name)
             self._host = host
             track_open(self)  # shut down at exit if the program never does it
-            self._run_dir = tempfile.mkdtemp(prefix=f"rlm-{self.environment_name}-{self._id}-")
-            os.chmod(self._run_dir, 0o711)
+            reap_run_dirs()  # what hosts killed outright (SIGKILL, out of memory) left behind
+            self._run_dir, self._run_lock = make_run_dir(
+                f"rlm-{self.environment_name}-{self._id}-")
             started = time.perf_counter()
             try:
                 self._boot()
@@ -421,10 +436,11 @@ class IsolatedREPL:
         if self._shared_ctx_dir is not None:
             if name not in self._written:  # written once, reused by a restarted worker
                 path = os.path.join(self._shared_ctx_dir, name)
-                with open(path, "wb") as f:
+                with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
                     for chunk in context_chunks(value)[1]:
                         f.write(chunk)
-                os.chmod(path, 0o644)
+                if self._file_owner is not None:  # the worker's user, when the host is root
+                    os.chown(path, *self._file_owner)
                 self._written.add(name)
         else:
             self._channel.send_file(name, context_chunks(value)[1])
@@ -482,6 +498,9 @@ class IsolatedREPL:
             if self._run_dir is not None:
                 shutil.rmtree(self._run_dir, ignore_errors=True)
                 self._run_dir = None
+            if self._run_lock is not None:
+                os.close(self._run_lock)
+                self._run_lock = None
             self._host = None
             self._contexts.clear()
             self._histories.clear()
@@ -567,7 +586,7 @@ class IsolatedREPL:
             return CellResult(error=self._lost_state_text("RLMEnvironmentError: " + text),
                               execution_time=time.perf_counter() - started)
         assert msg is not None
-        return _cell_result(msg, time.perf_counter() - started)
+        return _cell_result(msg, time.perf_counter() - started, self.max_output_chars)
 
     def _lost_state_text(self, first: str) -> str:
         return (first + ". A fresh REPL was started: the contexts, history and tools are loaded "
@@ -633,18 +652,39 @@ class IsolatedREPL:
         return f"<{type(self).__name__} #{self._id} {state}>"
 
 
-def _cell_result(msg: dict[str, Any], elapsed: float) -> CellResult:
+#: Names of variables a cell's result may list, and characters of each (the host's own bound).
+MAX_VARIABLES = 1000
+MAX_NAME_CHARS = 200
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters as the worker cuts its output (the first and last
+    halves, saying how much was cut): the host's own bound on what a worker sends."""
+    if len(text) <= limit:
+        return text
+    head, tail = text[:limit // 2], text[len(text) - (limit - limit // 2):]
+    return (f"{head}\n... [output truncated: {len(text) - limit:,} of {len(text):,} characters cut; "
+            f"the limit is {limit:,}] ...\n{tail}")
+
+
+def _cell_result(msg: dict[str, Any], elapsed: float, limit: int) -> CellResult:
+    """The worker's ``result`` frame as a :class:`CellResult`, every field checked and stdout,
+    stderr and the error cut to ``max_output_chars`` on the host: a worker that forges a larger
+    frame gets no more into the run's messages, log or store than an honest one."""
+
     def text(key: str) -> str:
         value = msg.get(key)
-        return value if isinstance(value, str) else ""
+        return _cut(value, limit) if isinstance(value, str) else ""
 
     def opt(key: str) -> str | None:
         value = msg.get(key)
         return value if isinstance(value, str) else None
 
+    error = opt("error")
     variables = msg.get("variables")
-    return CellResult(stdout=text("stdout"), stderr=text("stderr"), error=opt("error"),
-                      variables=[v for v in variables if isinstance(v, str)]
-                      if isinstance(variables, list) else [],
+    return CellResult(stdout=text("stdout"), stderr=text("stderr"),
+                      error=None if error is None else _cut(error, limit),
+                      variables=[v[:MAX_NAME_CHARS] for v in variables[:MAX_VARIABLES]
+                                 if isinstance(v, str)] if isinstance(variables, list) else [],
                       execution_time=elapsed, final_answer=opt("final_answer"),
                       answer_content=opt("answer_content"), timed_out=msg.get("timed_out") is True)

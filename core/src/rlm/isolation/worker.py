@@ -84,6 +84,7 @@ class FrameReader:
     def __init__(self, read, max_frame=MAX_FRAME):
         self._read = read
         self._max = max_frame
+        self.last_size = 0  # bytes of the last frame read (the host accounts calls by it)
 
     def _exact(self, n):
         parts = []
@@ -103,6 +104,7 @@ class FrameReader:
         if length < 1 or length > self._max:
             raise ProtocolError("frame of %d bytes is over the %d-byte limit" % (length, self._max))
         payload = self._exact(length - 1) if length > 1 else b""
+        self.last_size = length
         if kind == KIND_JSON:
             try:
                 message = json.loads(payload.decode("utf-8"))
