@@ -38,6 +38,7 @@ import gc
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import tempfile
@@ -51,6 +52,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rlm.contract import (CANCELLED, CODE_TOOL_FIX, INPUT_REFUSED, TIME_LIMIT, TRACEBACK, TRUNCATED,
+                          variable_not_found)
 from rlm.exceptions import ConfigurationError, RLMEnvironmentError
 from rlm.protocols import Environment
 from rlm.types import CellResult, Tool
@@ -202,7 +205,7 @@ class EnvironmentTests(_EnvironmentKit, kit=True):
         r = run(env, "y = 1\nraise ValueError('boom')")
         assert r.error is not None and "ValueError: boom" in r.error
         assert "ValueError: boom" in r.stderr
-        assert "Traceback" in r.error
+        assert TRACEBACK in r.error and TRACEBACK in r.stderr
         r = run(env, "def broken(:\n    pass")
         assert r.error is not None and "SyntaxError" in r.error
         assert ok(env, "print(y)").stdout.strip() == "1"
@@ -216,12 +219,12 @@ class EnvironmentTests(_EnvironmentKit, kit=True):
 
     def test_input_is_refused_with_a_reason(self, env: Any) -> None:
         r = run(env, "input('name? ')")
-        assert r.error is not None and "input() is not available" in r.error
+        assert r.error is not None and INPUT_REFUSED in r.error
 
     def test_long_output_is_truncated(self, env: Any) -> None:
         r = ok(env, "print('a' * 300000)\nprint('END')")
         assert len(r.stdout) < 60000
-        assert "truncated" in r.stdout and r.stdout.rstrip().endswith("END")
+        assert TRUNCATED in r.stdout and r.stdout.rstrip().endswith("END")
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -268,7 +271,7 @@ class EnvironmentTests(_EnvironmentKit, kit=True):
         assert ok(env, "FINAL(6 * 7)").final_answer == "42"
         env.add_context("fresh task", 0)  # a new context starts a fresh answer
         r = ok(env, "FINAL_VAR('nope')")
-        assert r.final_answer is None and "Variable 'nope' not found" in r.stdout
+        assert r.final_answer is None and variable_not_found("nope") in r.stdout
         assert ok(env, "result = [1, 2]\nFINAL_VAR('result')").final_answer == "[1, 2]"
 
     def test_show_vars(self, env: Any) -> None:
@@ -362,7 +365,7 @@ class EnvironmentTests(_EnvironmentKit, kit=True):
             with pytest.raises(ConfigurationError) as info:
                 env.start(RecordingHost(), {"f": Tool("f", lambda x: x)})
             text = str(info.value)
-            assert "'f'" in text and "source code as a string" in text
+            assert "'f'" in text and CODE_TOOL_FIX in text
         finally:
             env.shutdown()
 
@@ -387,7 +390,7 @@ class EnvironmentTests(_EnvironmentKit, kit=True):
     def test_timeout_stops_a_busy_cell_and_keeps_state(self, env: Any) -> None:
         t0 = time.perf_counter()
         r = run(env, "kept = 1\nwhile True:\n    pass", timeout=0.5)
-        assert r.timed_out and r.error is not None and "time limit" in r.error
+        assert r.timed_out and r.error is not None and TIME_LIMIT in r.error
         assert time.perf_counter() - t0 < 10
         assert ok(env, "print(kept)").stdout.strip() == "1"
 
@@ -418,7 +421,7 @@ class EnvironmentTests(_EnvironmentKit, kit=True):
             cell.join(0.3)
         assert not cell.is_alive(), "interrupt() did not stop the cell within 30 s"
         r = out["r"]
-        assert r.error is not None and r.error.startswith("Cancelled"), r.error
+        assert r.error is not None and r.error.startswith(CANCELLED), r.error
         after = ok(env, "print(kept, 'never' in globals())")
         assert after.stdout.strip() == "1 False"
 
@@ -496,6 +499,95 @@ class EnvironmentTests(_EnvironmentKit, kit=True):
                     "kernel's reset of `answer` in place)" if k and result.response != expected
                     else ""))
 
+
+    # --- what outlives the host (a host process of its own: rlm_testkit.hostdeath) ----------
+
+    def host_resources(self, host_pid: int) -> list[str]:
+        """What the environment runs outside the host's process tree for the host ``host_pid``
+        (a Docker container, a cloud sandbox): override to list what is still running, as
+        short descriptions. The kit checks it is empty once the host is gone."""
+        return []
+
+    def _host_args(self) -> tuple[str, dict[str, Any]]:
+        plugin = self.plugin if isinstance(self.plugin, str) else getattr(
+            self.plugin, "__name__", None)
+        try:
+            kwargs = json.loads(json.dumps(self.environment_kwargs))
+        except (TypeError, ValueError):
+            kwargs = None
+        if not isinstance(plugin, str) or kwargs is None:
+            pytest.skip("the host-death tests start the environment in a process of their own: "
+                        "they need the plugin as a module and JSON environment_kwargs")
+        return plugin, kwargs
+
+    def _gone(self, host: Any, seconds: float) -> list[str]:
+        from .hostdeath import alive
+
+        deadline = time.monotonic() + seconds
+        while True:
+            left = alive(host.processes) + self.host_resources(host.pid)
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.2)
+
+    def test_run_files_are_private_to_the_run(self) -> None:
+        """Every file and directory the environment keeps on the host for a run (context,
+        per-run secret, worker code) is for the run alone: no group or other access (0700 and
+        0600); nothing is left once the environment is shut down."""
+        from .hostdeath import private_tmpdir, start_host
+
+        plugin, kwargs = self._host_args()
+        tmp = private_tmpdir()
+        try:
+            host = start_host(plugin, self.environment_name, kwargs, tmpdir=tmp, mode="close",
+                              timeout=self.startup_seconds + 60)
+            host.proc.wait(60)
+            opened = {path: oct(mode) for path, (mode, _) in host.info["files"].items()
+                      if mode & 0o077}
+            assert not opened, f"run files readable or writable by others: {opened}"
+            assert host.left_files() == [], f"left after shutdown: {host.left_files()}"
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_nothing_outlives_a_killed_host(self) -> None:
+        """A host killed outright (SIGKILL, the out-of-memory killer) in the middle of a cell that
+        never ends: within 10 s nothing of the environment runs any more (worker processes,
+        containers); its run directory is removed when the next host starts one."""
+        from .hostdeath import private_tmpdir, start_host
+
+        plugin, kwargs = self._host_args()
+        tmp = private_tmpdir()
+        try:
+            host = start_host(plugin, self.environment_name, kwargs, tmpdir=tmp,
+                              timeout=self.startup_seconds + 60)
+            host.kill(signal.SIGKILL)
+            left = self._gone(host, 10.0)
+            assert not left, f"still running 10 s after the host was killed: {left}"
+            start_host(plugin, self.environment_name, kwargs, tmpdir=tmp, mode="close",
+                       timeout=self.startup_seconds + 60).proc.wait(60)
+            assert host.left_files() == [], (
+                f"the killed host's run files were not reaped by the next start: "
+                f"{host.left_files()}")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_sigterm_leaves_nothing_behind(self) -> None:
+        """A host ended by SIGTERM (its default action) mid-cell releases everything first: no
+        process, container or run file is left."""
+        from .hostdeath import private_tmpdir, start_host
+
+        plugin, kwargs = self._host_args()
+        tmp = private_tmpdir()
+        try:
+            host = start_host(plugin, self.environment_name, kwargs, tmpdir=tmp,
+                              timeout=self.startup_seconds + 60)
+            host.kill(signal.SIGTERM)
+            assert host.proc.returncode == -signal.SIGTERM, "SIGTERM must still end the host"
+            left = self._gone(host, 10.0)
+            assert not left, f"still running after the host's SIGTERM: {left}"
+            assert host.left_files() == [], f"left after SIGTERM: {host.left_files()}"
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 # --- the escape suite ----------------------------------------------------------------------------
 

@@ -1,0 +1,83 @@
+"""docs/plugins.md, rlm.contract and the kit stay in step (as tests/test_docs_hooks.py does for
+the hooks): the environment contract table names every standard test of EnvironmentTests and
+every name rlm.contract exports; the kit imports each text constant instead of a copy; the
+workers that cannot import rlm keep literal copies that still contain each text; the Environment
+section gives interrupt()'s real return type; every backend helper listed exists in rlm.plugin."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import rlm.contract as contract
+import rlm.plugin
+from rlm.protocols import Environment
+from rlm_testkit import environments as kit
+from rlm_testkit._core import standard_tests
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = (ROOT / "docs" / "plugins.md").read_text()
+TEXTS = ("INPUT_REFUSED", "TRUNCATED", "TIME_LIMIT", "CANCELLED", "TRACEBACK", "CODE_TOOL_FIX")
+
+
+def _contract_rows() -> list[tuple[str, str, str]]:
+    section = DOC.split("#### The environment contract", 1)[1].split("\n#", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[2].startswith("`test_"):
+            rows.append((cells[0], cells[1].strip("`"), cells[2].strip("`")))
+    return rows
+
+
+def test_the_contract_table_names_every_environment_test_once() -> None:
+    tests = [test for _, _, test in _contract_rows()]
+    assert sorted(tests) == sorted(standard_tests(kit.EnvironmentTests)), (
+        "docs/plugins.md's environment contract table and EnvironmentTests differ")
+    assert len(tests) == len(set(tests))
+
+
+def test_the_contract_table_names_every_export_of_rlm_contract() -> None:
+    named = {constant for _, constant, _ in _contract_rows() if constant}
+    assert named <= set(contract.__all__), named - set(contract.__all__)
+    assert named == set(contract.__all__), f"not in the table: {set(contract.__all__) - named}"
+
+
+def test_the_kit_imports_the_texts_rather_than_copying_them() -> None:
+    source = inspect.getsource(kit)
+    for name in TEXTS:
+        value = getattr(contract, name)
+        assert getattr(kit, name) is value, f"the kit does not import rlm.contract.{name}"
+        assert repr(value) not in source and f'"{value}"' not in source, (
+            f"the kit copies the text of {name} instead of using the constant")
+
+
+def test_workers_that_cannot_import_rlm_still_say_each_text() -> None:
+    for where in ("core/src/rlm/isolation/worker.py", "plugins/src/rlm_plugins/local",
+                  "docs/examples/rlm-example-plugin/src/rlm_example"):
+        path = ROOT / where
+        text = "".join(p.read_text() for p in ([path] if path.is_file() else path.glob("*.py")))
+        for name in ("INPUT_REFUSED", "TRUNCATED", "TIME_LIMIT", "CANCELLED"):
+            assert getattr(contract, name) in text, f"{where} lost the text of {name}"
+    worker = (ROOT / "core/src/rlm/isolation/worker.py").read_text()
+    assert contract.variable_not_found("%s") in worker  # the worker formats it with %
+
+
+def test_interrupt_signature_is_the_protocols() -> None:
+    assert "`interrupt() -> bool`" in DOC
+    assert "interrupt() -> bool" in inspect.getdoc(Environment)
+    assert "`interrupt() -> None`" not in DOC
+
+
+def test_setup_code_is_documented_as_required() -> None:
+    assert re.search(r"`setup_code: str \| None = None` \(required of every environment", DOC)
+
+
+def test_every_backend_helper_listed_exists() -> None:
+    section = DOC.split("Helpers in `rlm.plugin` for backend authors", 1)[1].split("\n\n", 2)[1]
+    names = re.findall(r"^\* `(\w+)", section, re.M)
+    assert {"BaseBackend", "error_for_status", "error_message_of", "estimated_usage",
+            "reported_cost", "parse_retry_after"} <= set(names)
+    for name in names:
+        assert name in rlm.plugin.__all__, f"plugins.md lists {name}, which rlm.plugin does not export"
