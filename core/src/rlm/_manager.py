@@ -70,12 +70,10 @@ def _install_hint(kind: str, name: str) -> str:
     dist = KNOWN_DISTRIBUTIONS.get((kind, name))
     if dist:
         return f"Install it with: pip install {dist}"
-    prefix = {"backend": "rlm-backend-", "environment": "rlm-env-",
-              "executor": "rlm-executor-"}.get(kind)
-    if prefix:
-        return (f"If a plugin provides it, install it (for example: pip install {prefix}{name}); "
-                "`rlm plugins` lists what is installed and anything that failed to load.")
-    return "`rlm plugins` lists what is installed and anything that failed to load."
+    # No guessed pip line for other names: a typo must not point at whatever someone publishes
+    # under it. Plugins by others are installed by the name their authors give.
+    return ("If a third-party plugin provides it, install that plugin's distribution; "
+            "`rlm plugins` lists what is installed and anything that failed to load.")
 
 
 def _signature_problem(factory: Callable[..., Any], args: tuple[Any, ...],

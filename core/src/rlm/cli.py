@@ -323,6 +323,166 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    """``rlm models``: what each installed backend offers (read from what it declares)."""
+    from ._defaults import load_config
+    from ._manager import get_plugin_manager
+    from ._models import backend_models
+
+    reg = get_plugin_manager().registry("backend")
+    entries = sorted({id(e): e for e in reg.entries.values()}.values(), key=lambda e: e.name)
+    if args.backend:
+        entries = [get_plugin_manager().entry("backend", args.backend)]
+    rows = [backend_models(e) for e in entries]
+    config = load_config()
+    if args.json:
+        _print_json({"default": {k: config.get(k) for k in ("backend", "model")},
+                     "backends": [r.to_dict() for r in rows]})
+        return 0
+    for row in rows:
+        aliases = f" (aliases: {', '.join(row.aliases)})" if row.aliases else ""
+        print(f"{row.backend}{aliases}  [{row.distribution or 'in-process'}]")
+        if row.error:
+            print(f"  cannot load: {row.error}")
+            continue
+        if not row.models:
+            print("  models: any name it is given (-m NAME)")
+        for m in row.models:
+            window = f"{m.context_window:>9,} tokens" if m.context_window else " " * 16
+            price = (f"${m.price_in:g} / ${m.price_out:g} per 1M in/out"
+                     if m.price_in is not None else "")
+            mark = []
+            if m.default:
+                mark.append("backend default")
+            if config.get("model") == m.name and config.get("backend", row.backend) == row.backend:
+                mark.append("your default")
+            names = m.name + (f" (aliases: {', '.join(m.aliases)})" if m.aliases else "")
+            print(f"  {names:<32} {window}  {price}{'  [' + ', '.join(mark) + ']' if mark else ''}")
+        if row.options is not None:
+            print(f"  -o options: {', '.join(row.options)}")
+    if config.get("model"):
+        print(f"default: {config.get('backend', '(chosen per run)')} / {config['model']} "
+              "(rlm models default NAME changes it)")
+    return 0
+
+
+def cmd_models_default(args: argparse.Namespace) -> int:
+    """``rlm models default [NAME] [-b BACKEND]``: show or set the default model in config.toml."""
+    from ._cli_input import UsageError
+    from ._defaults import config_path, load_config
+    from ._manager import get_plugin_manager
+    from ._models import backend_models
+    from .exceptions import RLMError
+
+    config = load_config()
+    if not args.name:
+        if not config.get("model"):
+            print(f"no default model set in {config_path()}; set one with: rlm models default NAME",
+                  file=sys.stderr)
+            return 1
+        print(config["model"])
+        return 0
+    pm = get_plugin_manager()
+    backend = args.backend
+    if backend:
+        pm.entry("backend", backend)
+    else:
+        reg = pm.registry("backend")
+        offering = sorted({e.name for e in reg.entries.values()
+                           if any(m.name == args.name or args.name in m.aliases
+                                  for m in backend_models(e).models)})
+        if len(offering) > 1:
+            # The configured backend, else today's default, else the provider's own backend
+            # (one that knows the model's context window; the shortest name: openai, not
+            # azure_openai) over gateways that merely price it.
+            from ._defaults import choose_backend
+
+            try:
+                current = choose_backend(pm).name
+            except RLMError:
+                current = None
+            own = sorted((e for e in offering
+                          if any(m.name == args.name and m.context_window
+                                 for m in backend_models(pm.entry("backend", e)).models)),
+                         key=lambda n: (len(n), n))
+            for pick in (config.get("backend"), current, *own[:1]):
+                if pick in offering:
+                    offering = [pick]
+                    break
+        if len(offering) > 1:
+            raise UsageError(f"{args.name} is offered by {', '.join(offering)}; pick one with "
+                             f"-b/--backend, e.g. rlm models default {args.name} -b {offering[0]}")
+        backend = offering[0] if offering else None
+    path = write_config(config_path(), {"model": args.name,
+                                        **({"backend": backend} if backend else {})})
+    where = f" on the {backend} backend" if backend else ""
+    print(f"default model: {args.name}{where} (written to {path})", file=sys.stderr)
+    return 0
+
+
+def write_config(path: Any, values: dict[str, str]) -> Any:
+    """Set top-level ``key = "value"`` lines of config.toml, keeping every other line."""
+    from pathlib import Path
+
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    first_table = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith("[")), len(lines))
+    for key, value in values.items():
+        line = f"{key} = {json.dumps(value)}"
+        at = next((i for i in range(first_table)
+                   if re.match(rf"\s*{re.escape(key)}\s*=", lines[i])), None)
+        if at is None:
+            lines.insert(first_table, line)
+            first_table += 1
+        else:
+            lines[at] = line
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _pip(args: list[str]) -> int:
+    """pip of the interpreter rlm runs in, so what it installs is what rlm loads."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "pip", *args]
+    print(f"rlm: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    return subprocess.call(cmd)
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    """``rlm install NAME...``: pip install plugin distributions into rlm's environment. A name
+    one letter away from a distribution the project publishes is refused (did you mean ...?)
+    unless --force: a typo must not install whatever someone published under it."""
+    import difflib
+
+    from ._cli_input import UsageError
+    from ._manager import KNOWN_DISTRIBUTIONS
+
+    known = sorted(set(KNOWN_DISTRIBUTIONS.values()) | {"rlm-plugins", "rlm-core", "rlm-testkit"})
+    for name in args.packages:
+        base = re.split(r"[\[<>=!~; ]", name, maxsplit=1)[0].lower().replace("_", "-")
+        if "/" in name or name.startswith(".") or base in known or args.force or args.editable:
+            continue
+        close = difflib.get_close_matches(base, known, n=1, cutoff=0.85)
+        if close:
+            raise UsageError(f"{name!r} is not a distribution the rlm project publishes; did you "
+                             f"mean {close[0]}? (rlm install {close[0]}; --force installs "
+                             f"{name!r} anyway)")
+    pip_args = ["install"]
+    if args.upgrade:
+        pip_args.append("--upgrade")
+    if args.editable:
+        pip_args += ["--editable", args.editable]
+    return _pip([*pip_args, *args.packages])
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    return _pip(["uninstall", *(["-y"] if args.yes else []), *args.packages])
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
@@ -380,8 +540,10 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
 
 def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rlm", description="Recursive Language Models: run a prompt as a REPL variable and let "
-                                "the model work on it with code and sub-calls.")
+        prog="rlm", usage="rlm PROMPT [run options]  |  rlm COMMAND ...",
+        description="Recursive Language Models: run a prompt as a REPL variable and let "
+                    "the model work on it with code and sub-calls. `rlm PROMPT` is `rlm run "
+                    "PROMPT` (rlm run --help lists its options); piped stdin is the context.")
     parser.add_argument("--version", action="version", version=f"rlm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -393,6 +555,30 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
                     "incomplete), 130 interrupted.")
     _add_run_arguments(run)
     run.set_defaults(func=cmd_run)
+
+    models = sub.add_parser("models", help="what each installed backend offers: models, "
+                                           "context windows, prices, -o options")
+    models.add_argument("--json", action="store_true")
+    models.add_argument("-b", "--backend", help="only this backend")
+    models.set_defaults(func=cmd_models)
+    msub = models.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
+    mdef = msub.add_parser("default", help="show or set the default model (config.toml)")
+    mdef.add_argument("name", nargs="?", help="the model; with no NAME, print the current one")
+    mdef.add_argument("-b", "--backend", help="its backend (default: the one that offers it)")
+    mdef.set_defaults(func=cmd_models_default)
+
+    inst = sub.add_parser("install", help="pip install plugin distributions into the "
+                                          "environment rlm runs in")
+    inst.add_argument("packages", nargs="*", metavar="PACKAGE")
+    inst.add_argument("-U", "--upgrade", action="store_true")
+    inst.add_argument("-e", "--editable", metavar="PATH", help="install a local project, editable")
+    inst.add_argument("--force", action="store_true",
+                      help="install a name even when it looks like a typo of a known one")
+    inst.set_defaults(func=cmd_install)
+    uninst = sub.add_parser("uninstall", help="pip uninstall plugin distributions")
+    uninst.add_argument("packages", nargs="+", metavar="PACKAGE")
+    uninst.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    uninst.set_defaults(func=cmd_uninstall)
 
     plugins = sub.add_parser("plugins", help="list installed plugins and what they register")
     plugins.add_argument("--json", action="store_true")
@@ -532,7 +718,20 @@ def _main(argv: list[str]) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    from .exceptions import RLMError, UnknownPluginError
+
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, UnknownPluginError) as exc:
+        from ._cli_input import cli_words
+
+        print(f"rlm: usage error: {cli_words(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except RLMError as exc:
+        from ._cli_input import cli_words
+
+        print(f"rlm: {type(exc).__name__}: {cli_words(str(exc))}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

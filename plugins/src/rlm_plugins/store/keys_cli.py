@@ -30,6 +30,8 @@ def add_keys_parser(subparsers: Any) -> None:
     s = sub.add_parser("set", help="store a key (prompted for, or read from stdin)")
     s.add_argument("name", help="backend name, e.g. openai")
     s.add_argument("--value", help="the key itself (visible in your shell history: prefer the prompt)")
+    s.add_argument("--force", action="store_true",
+                   help="store a key under a name no installed or known backend uses")
     s.set_defaults(func=_run(cmd_set))
     g = sub.add_parser("get", help="print a stored key")
     g.add_argument("name")
@@ -57,8 +59,10 @@ def _run(fn):
 
 
 def cmd_set(args: argparse.Namespace) -> int:
-    from rlm.keys import set_key
+    from rlm.keys import check_known_name, set_key
 
+    if not getattr(args, "force", False):
+        check_known_name(args.name)
     value = args.value
     if value is None:
         if sys.stdin.isatty():
