@@ -191,3 +191,64 @@ def test_install_refuses_a_typo_of_a_published_name(home: Path):
     out = rlm("install", "rlm-backend-opnai", home=home)
     assert out.returncode == 2
     assert "did you mean rlm-backend-openai?" in out.stderr and "--force" in out.stderr
+
+
+# -- rlm logs prune, the size cap, rlm batch in the logs -------------------------------------
+
+def _runs(home: Path) -> list[str]:
+    out = rlm("logs", "list", "-n", "0", "--json", home=home)
+    return [r["id"] for r in json.loads(out.stdout or "[]")]
+
+
+def _one_run(home: Path, answer: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    out = rlm("q", "-b", "scripted", "--backend-arg", f'replies=["FINAL({answer})"]', home=home,
+              env=env)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_batch_lines_are_logged_like_runs(home: Path, tmp_path: Path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"prompt": "a"}\n{"prompt": "b"}\n{"prompt": "c"}\n')
+    replies = 'replies=["FINAL(1)", "FINAL(2)", "FINAL(3)"]'
+    out = rlm("batch", str(src), "-o", str(tmp_path / "out.jsonl"), "-b", "scripted",
+              "--backend-arg", replies, "-j", "1", home=home)
+    assert out.returncode == 0, out.stderr
+    assert len(_runs(home)) == 3
+    out = rlm("batch", str(src), "-o", str(tmp_path / "out2.jsonl"), "-b", "scripted",
+              "--backend-arg", replies, "-j", "1", "--no-log", home=home)
+    assert out.returncode == 0, out.stderr
+    assert len(_runs(home)) == 3
+
+
+def test_logs_prune_by_count_age_and_size(home: Path):
+    for i in range(5):
+        _one_run(home, f"a{i}")
+    ids = _runs(home)  # newest first
+    assert len(ids) == 5
+    out = rlm("logs", "prune", home=home)
+    assert out.returncode == 2 and "--older-than" in out.stderr
+    out = rlm("logs", "prune", "--keep", "3", "--dry-run", home=home)
+    assert "would remove 2 runs" in out.stdout and len(_runs(home)) == 5
+    assert rlm("logs", "prune", "--keep", "3", home=home).returncode == 0
+    assert _runs(home) == ids[:3]
+    assert rlm("logs", "prune", "--older-than", "1w", home=home).stdout.startswith("removed 0 runs")
+    big = "x" * 400_000  # a run with a large context makes the database grow
+    rlm("q", "-b", "scripted", "--backend-arg", 'replies=["FINAL(big)"]', stdin=big, home=home)
+    db = home / "logs.db"
+    assert len(_runs(home)) == 4
+    out = rlm("logs", "prune", "--max-size", "150kB", home=home)
+    assert out.returncode == 0, out.stderr
+    assert db.stat().st_size <= 150_000 and len(_runs(home)) < 4
+
+
+def test_size_cap_removes_the_oldest_runs_but_not_the_new_one(home: Path):
+    for i in range(3):
+        _one_run(home, f"r{i}")
+    out = _one_run(home, "newest", env={"RLM_LOGS_MAX_MB": "0.001"})
+    assert "over its size cap" in out.stderr and "removed the 3 oldest runs" in out.stderr
+    ids = _runs(home)
+    assert len(ids) == 1 and f"logged as run {ids[0]}" in out.stderr
+    (home / "config.toml").write_text("logs_max_mb = 0\n")  # 0: no cap
+    out = _one_run(home, "again", env={"RLM_LOGS_MAX_MB": ""})
+    assert "size cap" not in out.stderr and len(_runs(home)) == 2

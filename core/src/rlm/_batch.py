@@ -419,7 +419,7 @@ def batch(items: str | os.PathLike[str] | Iterable[Any], *,
           output: str | os.PathLike[str] | None = None, executor: str = "threads",
           executor_kwargs: Mapping[str, Any] | None = None, concurrency: int = 8,
           ordered: bool = False, retry_errors: bool = False, progress: bool | None = None,
-          plugin_manager: Any = None, **rlm_kwargs: Any) -> BatchReport:
+          plugin_manager: Any = None, log: bool = False, **rlm_kwargs: Any) -> BatchReport:
     """Run one RLM completion per item and record every result.
 
     ``items``: a ``.jsonl`` path or an iterable of prompts / ``{"prompt", "root_prompt",
@@ -430,6 +430,9 @@ def batch(items: str | os.PathLike[str] | Iterable[Any], *,
     ``executor_kwargs`` (for Ray: ``{"address": "ray://head:10001"}``). ``concurrency``: lines
     in flight at once. ``ordered``: rewrite the output in input order at the end.
     ``progress``: draw a progress bar on stderr (default: when stderr is a terminal).
+    ``log``: record every line's run in the trajectory store (``rlm logs``, ``rlm view``), as
+    ``rlm run`` does (``rlm batch`` sets it unless ``--no-log``); lines that run in this process
+    only (an executor with ``in_process``), when the ``store`` sink is installed.
 
     Per-line failures are recorded and counted, never raised. Raises
     :class:`ConfigurationError` for a malformed input file, an output written for another
@@ -497,6 +500,9 @@ def batch(items: str | os.PathLike[str] | Iterable[Any], *,
     if plugin_manager is not None and getattr(engine, "in_process", False):
         for job in jobs:  # an isolated manager reaches lines that run in this process
             job["settings"]["plugin_manager"] = plugin_manager
+    if log and getattr(engine, "in_process", False) and "store" in pm.registry("sink").entries:
+        for job in jobs:  # each line is a run in the store, like one of `rlm run`
+            job["settings"]["sinks"] = ["store"]
     cancelled = False
     handle = None
     try:

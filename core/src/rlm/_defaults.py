@@ -20,6 +20,7 @@ on stderr, once per process, naming the valid ones::
     backend = "openai"                       # the backend when none is given
     model = "gpt-4o-mini"                    # its model (rlm models default NAME writes it)
     base_url = "http://127.0.0.1:8000/v1"    # an OpenAI-compatible server
+    logs_max_mb = 500                        # size cap of the logs database (rlm logs prune)
     [options]                                # sampling arguments (rlm run -o KEY VALUE)
     temperature = 0.2
 
@@ -95,6 +96,7 @@ CONFIG_KEYS: dict[str, str] = {
     "model": "the model of that backend, e.g. \"gpt-4o-mini\"",
     "base_url": "an OpenAI-compatible server's URL, e.g. \"http://127.0.0.1:8000/v1\"",
     "options": "a table of sampling arguments, e.g. [options] temperature = 0.2",
+    "logs_max_mb": "the trajectory store's size cap in MB (oldest runs pruned; 0: no cap)",
 }
 _warned_keys: set[str] = set()
 
@@ -116,7 +118,11 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
                 print(f"rlm: warning: {path}: unknown key {key!r} ignored; {hint}valid keys: "
                       f"{', '.join(CONFIG_KEYS)}", file=sys.stderr)
             continue
-        if key == "options":
+        if key == "logs_max_mb":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigurationError(f"{path}: logs_max_mb must be a number of megabytes "
+                                         f"(0: no cap), got {value!r}.")
+        elif key == "options":
             if not isinstance(value, dict):
                 raise ConfigurationError(f"{path}: options must be a table ([options] then lines "
                                          f"such as temperature = 0.2), got {value!r}.")

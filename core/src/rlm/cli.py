@@ -307,7 +307,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         report = batch(args.input, output=args.output, executor=args.executor,
                        executor_kwargs=executor_kwargs, concurrency=args.concurrency,
                        ordered=args.ordered, retry_errors=args.retry_errors,
-                       progress=False if args.no_progress else None, **settings)
+                       progress=False if args.no_progress else None, log=not args.no_log,
+                       **settings)
     except KeyboardInterrupt:
         print(f"rlm: batch cancelled; finished lines are in {args.output}; run the same "
               "command again to resume", file=sys.stderr)
@@ -610,8 +611,10 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     bat.add_argument("--retry-errors", action="store_true",
                      help="also rerun the lines OUTPUT holds as failed")
     bat.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    bat.add_argument("--backend", default=None, help="backend name (default: as for rlm run)")
-    bat.add_argument("--model", help="model name passed as backend_kwargs['model_name']")
+    bat.add_argument("-n", "--no-log", action="store_true",
+                     help="do not record the lines' runs in the trajectory store (rlm logs)")
+    bat.add_argument("-b", "--backend", default=None, help="backend name (default: as for rlm run)")
+    bat.add_argument("-m", "--model", help="the model (rlm models lists what backends offer)")
     bat.add_argument("--base-url", help="backend base URL (OpenAI-compatible servers)")
     bat.add_argument("--backend-arg", action="append", metavar="KEY=VALUE")
     bat.add_argument("--env", default="local", help="execution environment (default: local)")

@@ -65,6 +65,44 @@ def add_logs_parser(subparsers: Any) -> None:
     imp = sub.add_parser("import", help="add JSONL trajectories (RLMLogger or the reference library)")
     imp.add_argument("files", nargs="+", metavar="FILE.jsonl")
     imp.set_defaults(func=_guard(cmd_import))
+    prune = sub.add_parser(
+        "prune", help="remove old runs: by age, by count or down to a size",
+        description="Remove logged runs (each with its child runs), oldest first, then compact "
+                    "the database. Runs still being written are kept. The database also has a "
+                    "size cap applied after every logged run: logs_max_mb in config.toml or "
+                    "$RLM_LOGS_MAX_MB (default 1024; 0 turns it off).")
+    prune.add_argument("--older-than", metavar="AGE", help="runs started before: 30d, 2w, 12h, "
+                                                           "or a date (2025-01-31)")
+    prune.add_argument("--keep", type=int, metavar="N", help="keep only the newest N runs")
+    prune.add_argument("--max-size", metavar="SIZE", help="remove the oldest runs until the "
+                                                          "database is at most SIZE (500MB, 2GB)")
+    prune.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
+    prune.set_defaults(func=_guard(cmd_prune))
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from .prune import parse_size, prune
+    from .query import parse_when
+
+    if args.older_than is None and args.keep is None and args.max_size is None:
+        print("rlm logs prune: say what to remove: --older-than AGE, --keep N and/or "
+              "--max-size SIZE (e.g. rlm logs prune --older-than 30d)", file=sys.stderr)
+        return 2
+    if args.keep is not None and args.keep < 0:
+        print("rlm logs prune: --keep must be >= 0", file=sys.stderr)
+        return 2
+    older = parse_when(args.older_than) if args.older_than else None
+    size = parse_size(args.max_size) if args.max_size else None
+    db = _db()
+    try:
+        report = prune(db, older_than=older, keep=args.keep, max_bytes=size,
+                       dry_run=args.dry_run)
+    finally:
+        db.close()
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {report.runs} runs; the database is {report.bytes_after / 1e6:.1f} MB "
+          f"(was {report.bytes_before / 1e6:.1f} MB)")
+    return 0
 
 
 def _guard(fn):

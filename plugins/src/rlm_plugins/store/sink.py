@@ -111,7 +111,23 @@ class StoreSink:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self.run_ids and self.path != ":memory:":
+                self._enforce_cap()
             self.db.close()
+
+    def _enforce_cap(self) -> None:
+        """The size cap (rlm_plugins.store.prune): the oldest runs go when the file is over it."""
+        from .prune import enforce_cap
+
+        try:
+            report = enforce_cap(self.db, protect=set(self.run_ids))
+        except Exception as exc:  # noqa: BLE001 - pruning never breaks a run
+            print(f"rlm: could not apply the logs size cap to {self.path}: {exc}", file=sys.stderr)
+            return
+        if report is not None and report.runs:
+            print(f"rlm: the logs database was over its size cap (logs_max_mb in config.toml); "
+                  f"removed the {report.runs} oldest runs ({report.bytes_before / 1e6:.1f} MB -> "
+                  f"{report.bytes_after / 1e6:.1f} MB)", file=sys.stderr)
 
     # -- helpers ------------------------------------------------------------------------------
     def _t(self, text: Any) -> str | None:
