@@ -299,3 +299,50 @@ def test_rlm_cli_has_the_docker_command(capsys):
         main(["docker", "build-image", "--help"])
     assert info.value.code == 0
     assert "--tag" in capsys.readouterr().out
+
+
+@needs_docker
+def test_containers_of_dead_hosts_are_reaped_and_live_ones_kept():
+    """reap_containers (run before every new container) removes the containers, running or not,
+    whose host on this machine is gone, and leaves those of a live host alone."""
+    import subprocess
+    import sys
+
+    import docker
+
+    from rlm.isolation.leftovers import host_identity
+    from rlm_env_docker.env import HOST_LABEL, LABEL, reap_containers
+
+    dead = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"])
+    dead_identity = host_identity(dead.pid)
+    dead.wait()
+    client = docker.from_env(version="auto")
+    made = []
+    try:
+        for identity in (dead_identity, host_identity()):
+            made.append(client.api.create_container(
+                IMAGE, command=["python3", "-c", "import time; time.sleep(60)"],
+                labels={LABEL: "docker", HOST_LABEL: identity},
+                host_config=client.api.create_host_config(network_mode="none"))["Id"])
+        client.api.start(made[0])
+        removed = reap_containers(client.api)
+        assert made[0][:12] in removed
+        assert made[1][:12] not in removed
+        left = {c["Id"] for c in client.api.containers(all=True, filters={"label": HOST_LABEL})}
+        assert made[0] not in left and made[1] in left
+    finally:
+        for cid in made:
+            try:
+                client.api.remove_container(cid, force=True)
+            except docker.errors.NotFound:
+                pass
+        client.close()
+
+
+def test_a_foreign_user_needs_a_root_host(monkeypatch):
+    """A host that is not root cannot give the run's private files to another user."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "getuid", lambda: 1000)
+    monkeypatch.setattr(os, "getgid", lambda: 1000)
+    with pytest.raises(ConfigurationError, match="needs a host running as root"):
+        DockerREPL(user="65534:65534", base_url="unix:///nonexistent.sock")

@@ -21,3 +21,14 @@ class TestDockerConformance(EnvironmentTests):
     environment_kwargs = {"image": IMAGE or "rlm-python:3.11-local", "memory_limit": "512m",
                           "pull": "never"}
     capabilities = {"isolated": True, "callables_as_tools": False, "memory_limit": True}
+
+    def host_resources(self, host_pid: int) -> list[str]:
+        """The containers of that host still running."""
+        import docker
+
+        client = docker.from_env(version="auto")
+        try:
+            found = client.api.containers(filters={"label": f"org.rlm.host-pid={host_pid}"})
+        finally:
+            client.close()
+        return [f"container {c['Id'][:12]} ({c.get('State')})" for c in found]

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import threading
 import time
 import types
@@ -27,6 +26,7 @@ from typing import Any
 
 from rlm.plugin import (CellResult, ConfigurationError, EnvironmentCapabilities, Host, Message,
                         RLMEnvironmentError, Tool)
+from rlm.isolation.leftovers import make_run_dir, reap_run_dirs, track_open
 from rlm.isolation.repl import cell_limit, check_cell_options, check_index, check_timeout
 from rlm.isolation.worker import answer_fields, restore_reserved
 
@@ -95,6 +95,7 @@ class _Resources:
     def __init__(self) -> None:
         self.executor: _executor.Executor | None = None
         self.tmpdir: str | None = None  # removed on release (only when the REPL created it)
+        self.lock: int | None = None  # holds tmpdir's owner lock (rlm.isolation.leftovers)
         self.workdir: str | None = None
         self.cwd: str | None = None  # the cell's working directory after the last cell
 
@@ -110,6 +111,9 @@ class _Resources:
         tmpdir, self.tmpdir = self.tmpdir, None
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
+        lock, self.lock = self.lock, None
+        if lock is not None:
+            os.close(lock)
 
 
 class LocalREPL:
@@ -196,7 +200,9 @@ class LocalREPL:
                     ) from exc
                 self._res.workdir = self._workdir_arg
             else:
-                self._res.tmpdir = tempfile.mkdtemp(prefix=f"rlm-local-{self._id}-")
+                reap_run_dirs()  # those of hosts killed outright (SIGKILL, out of memory)
+                self._res.tmpdir, self._res.lock = make_run_dir(f"rlm-local-{self._id}-")
+                track_open(self)  # shut down (temp dir removed) at exit and on SIGTERM
                 self._res.workdir = self._res.tmpdir
             self._res.cwd = self._res.workdir
 

@@ -6,8 +6,8 @@ One container per run (per ``RLM`` in persistent mode), created through the Dock
 * ``--network none`` (only a loopback device nobody listens on), a read-only root filesystem,
   a size-limited private tmpfs at ``/tmp`` (the working directory);
 * memory (swap included), pids and CPU caps; all capabilities dropped; ``no-new-privileges``;
-  a non-root user (65534 by default); a private IPC namespace; no log driver (the channel's
-  bytes are never written to the daemon's disk);
+  a non-root user (65534 by default when the host is root, else the host's own); a private IPC
+  namespace; no log driver (the channel's bytes are never written to the daemon's disk);
 * Docker's default seccomp profile plus a stricter filter the worker installs on itself before
   any model code runs, the policy the sandbox applies too (:mod:`rlm.isolation.seccomp`: no
   ``fork``/``exec``, no sockets but AF_UNIX, no ptrace, mount, namespaces, BPF, keyrings,
@@ -19,7 +19,12 @@ The worker talks to the host over the container's attached stdin/stdout (the Eng
 ``attach``): no network and no listening socket for the channel. The worker and its control files
 (the per-run secret, the filter) are bind-mounted read-only; contexts are written once per run
 into a read-only bind mount, or streamed over the channel into a tmpfs when the daemon cannot see
-the host's files (gVisor, ``context_transfer="stream"``).
+the host's files (gVisor, ``context_transfer="stream"``). Those files are the run's alone (0400
+and 0600 in 0700 directories, owned by the container's user).
+
+A container does not outlive its host: a host that dies mid-cell closes the attached stdin, and
+the worker exits with it (``StdinOnce``); a container left over by a host killed outright is
+removed by the next start on the machine (labels naming the host, :func:`reap_containers`).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import threading
 from typing import Any
 
 from rlm.exceptions import ConfigurationError, RLMEnvironmentError
-from rlm.isolation.leftovers import Leftovers
+from rlm.isolation.leftovers import Leftovers, host_identity, host_is_gone
 from rlm.isolation.repl import WORKER_FILE, IsolatedREPL, parse_size
 
 from ._seccomp import BOOT_SCRIPT, compile_filter
@@ -46,6 +51,7 @@ WORKER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL
               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUTF8": "1", "MALLOC_ARENA_MAX": "2",
               "HOME": "/tmp"}
 LABEL = "org.rlm.environment"
+HOST_LABEL = "org.rlm.host"  # leftovers.host_identity() of the host process: see reap_containers
 RUNSC_PIDS_HEADROOM = 256
 BUILD_HINT = (f"build one offline from this machine's Python with `rlm-env-docker build-image "
               f"--tag {DEFAULT_TAG}` (or `rlm docker build-image`) and pass "
@@ -195,6 +201,26 @@ class AttachedContainer:
 _USER = re.compile(r"^(\d+)(?::(\d+))?$")
 
 
+def reap_containers(api: Any) -> list[str]:
+    """Remove the containers (running or not) of hosts on this machine that are gone without
+    removing them (killed outright: SIGKILL, out of memory). Called before every new container;
+    a host killed mid-cell also loses its container at once: the worker exits when the attached
+    stdin closes (``StdinOnce``). Returns the short ids removed."""
+    removed = []
+    try:
+        found = api.containers(all=True, filters={"label": [LABEL, HOST_LABEL]})
+    except Exception:  # noqa: BLE001 - a listing failure must not stop a run
+        return removed
+    for c in found:
+        if host_is_gone((c.get("Labels") or {}).get(HOST_LABEL, "")):
+            try:
+                api.remove_container(c["Id"], force=True)
+                removed.append(c["Id"][:12])
+            except Exception:  # noqa: BLE001 - removed meanwhile, or the next start retries
+                pass
+    return removed
+
+
 class DockerREPL(IsolatedREPL):
     """A persistent Python REPL in a Docker container (``environment="docker"``).
 
@@ -213,8 +239,10 @@ class DockerREPL(IsolatedREPL):
         pids_limit: most processes and threads in the container (default 64).
         disk_limit: size of the private writable ``/tmp`` (default ``"256m"``); also the
             largest file a cell may write.
-        user: ``"uid:gid"`` the worker runs as (default ``"65534:65534"``, nobody); root is
-            refused.
+        user: ``"uid:gid"`` the worker runs as; root is refused. Default: ``"65534:65534"``
+            (nobody) when the host runs as root, else the host's own uid and gid: the run's
+            files (context, secret, worker) are private to it (0600 in 0700 directories) and only
+            a root host can give them to another user.
         seccomp: install the extra seccomp filter (default True; needs ``ctypes`` in the image).
         allow_subprocess: let cells start processes (default False).
         context_transfer: ``"auto"`` (mount, except under gVisor), ``"mount"`` (contexts are
@@ -229,7 +257,7 @@ class DockerREPL(IsolatedREPL):
     def __init__(self, *, image: str = DEFAULT_IMAGE, python: str = "python3",
                  pull: str = "missing", runtime: str | None = None, cpus: float | None = 1.0,
                  pids_limit: int | None = 64, disk_limit: str | int | None = "256m",
-                 user: str = "65534:65534", seccomp: bool = True, allow_subprocess: bool = False,
+                 user: str | None = None, seccomp: bool = True, allow_subprocess: bool = False,
                  context_transfer: str = "auto", context_limit: str | int = "2g",
                  base_url: str | None = None, **base: Any):
         super().__init__(**base)
@@ -246,13 +274,16 @@ class DockerREPL(IsolatedREPL):
                 pids_limit, int) or pids_limit < 4):
             raise ConfigurationError(f"pids_limit must be an integer >= 4 or None, not "
                                      f"{pids_limit!r}")
+        root = os.geteuid() == 0
+        if user is None:
+            user = "65534:65534" if root else f"{os.getuid()}:{os.getgid()}"
         match = _USER.match(str(user))
         if match is None:
             raise ConfigurationError(f"user must be numeric 'uid:gid' like '65534:65534', not "
                                      f"{user!r} (names depend on the image's /etc/passwd)")
         if int(match.group(1)) == 0 or (match.group(2) is not None and int(match.group(2)) == 0):
             raise ConfigurationError("user must not be root (uid or gid 0): the worker runs "
-                                     "model code; use the default '65534:65534'")
+                                     "model code; leave user unset for the default")
         if context_transfer not in ("auto", "mount", "stream"):
             raise ConfigurationError(f"context_transfer must be 'auto', 'mount' or 'stream', not "
                                      f"{context_transfer!r}")
@@ -266,6 +297,12 @@ class DockerREPL(IsolatedREPL):
         self.context_limit = parse_size(context_limit, "context_limit")
         self.uid = int(match.group(1))
         self.gid = int(match.group(2) or match.group(1))
+        if not root and (self.uid, self.gid) != (os.getuid(), os.getgid()):
+            raise ConfigurationError(
+                f"user={user!r} needs a host running as root: the run's files (context, secret) "
+                "are private to the run and only root can give them to another user. Leave "
+                f"user unset (the container then runs as your uid:gid, {os.getuid()}:"
+                f"{os.getgid()}) or run the host as root.")
         self.user = f"{self.uid}:{self.gid}"
         self.seccomp = bool(seccomp)
         self.allow_subprocess = bool(allow_subprocess)
@@ -326,9 +363,10 @@ class DockerREPL(IsolatedREPL):
     def _launch(self, run_dir: str, secret: bytes) -> AttachedContainer:
         ctl = os.path.join(run_dir, "ctl")
         ctx = os.path.join(run_dir, "ctx")
-        for d in (ctl, ctx):
-            os.makedirs(d, exist_ok=True)
-            os.chmod(d, 0o755)
+        reap_containers(self.api)  # those of hosts killed outright
+        for d in (ctl, ctx):  # private to the run: dirs 0700, files 0400 (read-only mounts)
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            os.chmod(d, 0o700)
         shutil.copyfile(WORKER_FILE, os.path.join(ctl, "worker.py"))
         with open(os.path.join(ctl, "boot.py"), "w") as f:
             f.write(BOOT_SCRIPT)
@@ -340,10 +378,11 @@ class DockerREPL(IsolatedREPL):
         with os.fdopen(fd, "wb") as f:
             f.write(secret)
         for name in os.listdir(ctl):
-            os.chmod(os.path.join(ctl, name), 0o444)
-        if os.geteuid() == 0:  # only the container's user may read the secret
-            os.chown(secret_path, self.uid, self.gid)
-            os.chmod(secret_path, 0o400)
+            os.chmod(os.path.join(ctl, name), 0o400)
+        if os.geteuid() == 0:  # the container's user, and nobody else, reads them
+            for path in (ctl, ctx, *(os.path.join(ctl, n) for n in os.listdir(ctl))):
+                os.chown(path, self.uid, self.gid)
+            self._file_owner = (self.uid, self.gid)  # and the context files written later
 
         from docker.types import Mount
 
@@ -384,7 +423,8 @@ class DockerREPL(IsolatedREPL):
                 self.image, command=command, user=self.user, stdin_open=True, tty=False,
                 environment=WORKER_ENV, working_dir="/tmp", hostname="rlm-docker",
                 network_disabled=True, host_config=host_config, entrypoint=[],
-                labels={LABEL: "docker", "org.rlm.host-pid": str(os.getpid())})
+                labels={LABEL: "docker", "org.rlm.host-pid": str(os.getpid()),
+                        HOST_LABEL: host_identity()})
         except errors.DockerException as exc:
             raise RLMEnvironmentError(f"the Docker daemon refused to create the container: {exc}"
                                       ) from exc

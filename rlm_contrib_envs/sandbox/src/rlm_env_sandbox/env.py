@@ -178,9 +178,10 @@ class SandboxREPL(IsolatedREPL):
         ctl = os.path.join(run_dir, "ctl")
         ctx = os.path.join(run_dir, "ctx")
         work = os.path.join(run_dir, "work")
-        for d in (ctl, ctx, work):
-            os.makedirs(d, exist_ok=True)
+        for d in (ctl, ctx, work):  # private to the run: dirs 0700, files 0600 (secret 0400)
+            os.makedirs(d, mode=0o700, exist_ok=True)
         shutil.copyfile(WORKER_FILE, os.path.join(ctl, "worker.py"))
+        os.chmod(os.path.join(ctl, "worker.py"), 0o600)
         secret_path = os.path.join(ctl, "secret")
         fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
         with os.fdopen(fd, "wb") as f:
@@ -191,6 +192,7 @@ class SandboxREPL(IsolatedREPL):
                     os.chown(os.path.join(dirpath, name), self.uid, self.uid)
             os.chown(run_dir, self.uid, self.uid)
             os.chmod(run_dir, 0o700)
+            self._file_owner = (self.uid, self.uid)  # and the context files written later
         self._shared_ctx_dir = ctx
 
         report: dict[str, Any] = {"isolation": self.isolation, "uid": self.uid if root else

@@ -2,7 +2,10 @@
 // does all channel I/O itself, synchronously, over this process's stdin/stdout) and watches the
 // cell deadline: Pyodide runs in a single thread, so stopping a busy cell needs a second thread
 // that writes SIGINT into Pyodide's interrupt buffer. The same happens when the host sends this
-// process SIGUSR1 (``PyodideREPL.interrupt()``: a cancelled run's cell). Nothing else happens here.
+// process SIGUSR1 (``PyodideREPL.interrupt()``: a cancelled run's cell). And it dies with its
+// host: when the parent that started it is gone (killed outright, so it could not close the
+// channel; a busy cell would never read the end of stdin), the process exits within 20 ms.
+// Nothing else happens here.
 //
 // Deno.args: [pyodideDir, workerPy, bridgePy]. Started by rlm_env_pyodide.env with read access
 // to those three paths only: no network, no writes, no environment, no subprocesses.
@@ -34,6 +37,8 @@ worker.onerror = (event) => {
 };
 worker.postMessage({ pyodideDir, workerPy, bridgePy, shared });
 
+const host = Deno.ppid; // a different parent later means the host is gone (we were re-parented)
+const HOST_GONE = 75;
 let cancelRequested = false;
 let nextKick = 0;
 Deno.addSignalListener("SIGUSR1", () => {
@@ -41,6 +46,7 @@ Deno.addSignalListener("SIGUSR1", () => {
 });
 
 setInterval(() => {
+  if (Deno.ppid !== host) Deno.exit(HOST_GONE);
   if (Atomics.compareExchange(words, LOCK, 0, 1) !== 0) return; // the worker holds it: next tick
   try {
     if (cancelRequested) {
