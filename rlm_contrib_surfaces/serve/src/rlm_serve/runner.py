@@ -13,11 +13,14 @@ import uvicorn
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket (port 0 picks a free one), bound before uvicorn starts so the URL is
-    known at once."""
+    known at once. TCP_NODELAY is set here and inherited by every accepted connection: without
+    it a JSON response (headers and body written apart) waits ~40 ms for the client's delayed
+    ACK (measured: 45 ms per GET /v1/models, 0.7 ms with it)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host.strip("[]"), port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.listen(128)
     return sock
 
