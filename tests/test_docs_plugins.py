@@ -33,8 +33,11 @@ def _contract_rows() -> list[tuple[str, str, str]]:
 
 def test_the_contract_table_names_every_environment_test_once() -> None:
     tests = [test for _, _, test in _contract_rows()]
-    assert sorted(tests) == sorted(standard_tests(kit.EnvironmentTests)), (
-        "docs/plugins.md's environment contract table and EnvironmentTests differ")
+    kit_tests = standard_tests(kit.EnvironmentTests)
+    missing, stale = set(kit_tests) - set(tests), set(tests) - set(kit_tests)
+    assert not missing and not stale, (
+        "docs/plugins.md's environment contract table and EnvironmentTests differ: add a row "
+        f"(behaviour | rlm.contract constant | test) for {sorted(missing)}; remove {sorted(stale)}")
     assert len(tests) == len(set(tests))
 
 
@@ -81,3 +84,41 @@ def test_every_backend_helper_listed_exists() -> None:
             "reported_cost", "parse_retry_after"} <= set(names)
     for name in names:
         assert name in rlm.plugin.__all__, f"plugins.md lists {name}, which rlm.plugin does not export"
+
+
+KIT_ON_THE_EXAMPLE = '''
+from rlm_testkit import EnvironmentTests
+
+
+class TestChildREPL(EnvironmentTests):
+    plugin = "child_env.plugin"
+    environment_name = "child"
+    environment_kwargs = {"memory_limit": None}
+    capabilities = {"memory_limit": False, "callables_as_tools": False}
+'''
+
+
+def test_the_isolated_repl_example_passes_the_kit(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    part = DOC.split("#### A process environment from `IsolatedREPL`", 1)[1]
+    code = re.search(r"^```python\n(.*?)^```$", part, re.S | re.M).group(1)
+    assert "def launch(self, run_dir, secret):" in code and "_launch" not in code
+    package = tmp_path / "child_env"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "repl.py").write_text(code)
+    (package / "plugin.py").write_text(
+        "from rlm.plugin import hookimpl\n\n\n@hookimpl\ndef rlm_register_environments(registrar):\n"
+        "    registrar.add('child', 'child_env.repl:ChildREPL')\n")
+    (tmp_path / "test_child.py").write_text(KIT_ON_THE_EXAMPLE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RLM_")}
+    env["PYTHONPATH"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "test_child.py"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    tail = proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, tail
+    assert re.search(r"\b3\d passed", tail) and "failed" not in tail, tail

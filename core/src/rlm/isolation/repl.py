@@ -2,7 +2,7 @@
 
 An isolated environment (bubblewrap sandbox, Docker container, Pyodide under Deno, cloud
 sandboxes) only has to say how to start :mod:`rlm.isolation.worker` and give back its channel:
-subclass :class:`IsolatedREPL` and implement :meth:`IsolatedREPL._launch`. Everything else is
+subclass :class:`IsolatedREPL` and implement :meth:`IsolatedREPL.launch`. Everything else is
 here, once: the per-run secret and handshake, tools as code strings or JSON values, contexts
 written once per run as files (or streamed over the channel when the worker cannot see the
 host's files), per-cell timeouts with a host-side backstop, and a fresh worker when the old one
@@ -274,7 +274,7 @@ def describe_exit(code: int | None) -> str:
 class IsolatedREPL:
     """Base class of the environments that run :mod:`rlm.isolation.worker` elsewhere.
 
-    Subclasses set :attr:`environment_name`, implement :meth:`_launch` and, when the worker sees
+    Subclasses set :attr:`environment_name`, implement :meth:`launch` and, when the worker sees
     a host directory, set :attr:`_shared_ctx_dir` (contexts are then written there by the host
     and loaded from :attr:`_worker_ctx_dir`; otherwise they are streamed over the channel).
 
@@ -329,17 +329,27 @@ class IsolatedREPL:
 
     # --- what subclasses provide -----------------------------------------------------------
 
+    def launch(self, run_dir: str, secret: bytes) -> Any:
+        """Start the worker (:data:`WORKER_FILE`, run with ``--stdio`` and the secret in the
+        environment variable ``RLM_WORKER_SECRET``); return its transport: an object with
+        ``read(n)``, ``write(data)``, ``kill()``, ``returncode()`` and ``stderr_tail()``, such as
+        :class:`WorkerProcess`. Called by ``start()`` and again after the worker died, on the
+        thread that starts or restarts it; ``run_dir`` is private to this REPL (mode 0700) and
+        removed at shutdown. The public method to implement (docs/plugins.md); subclasses
+        written against the older private name ``_launch`` keep working."""
+        return self._launch(run_dir, secret)
+
     def _launch(self, run_dir: str, secret: bytes) -> Any:
-        """Start the worker; return an object with ``read(n)``, ``write(data)``, ``kill()``,
-        ``returncode()`` and ``stderr_tail()`` (see :class:`WorkerProcess`)."""
-        raise NotImplementedError
+        """The older name of :meth:`launch`, kept for existing subclasses."""
+        raise NotImplementedError(f"{type(self).__name__} must implement launch(run_dir, secret): "
+                                  "start the REPL worker and return its transport")
 
     def _worker_config(self) -> dict[str, Any]:
         """Extra settings for the worker (``limits``, ``workdir``...)."""
         return {}
 
     def _cleanup(self) -> None:
-        """Release what :meth:`_launch` set up besides the process (called at shutdown)."""
+        """Release what :meth:`launch` set up besides the process (called at shutdown)."""
 
     def _describe_death(self, code: int | None) -> str:
         text = f"the {self.environment_name} REPL worker {describe_exit(code)}"
@@ -376,7 +386,7 @@ class IsolatedREPL:
         """Start a worker, authenticate it, load tools, contexts, history and setup code."""
         assert self._run_dir is not None
         secret = new_secret()
-        proc = self._launch(self._run_dir, secret)
+        proc = self.launch(self._run_dir, secret)
         self._proc = proc
         channel = Channel(proc.read, proc.write, self._host, secret,
                           name=f"rlm-{self.environment_name}-{self._id}")
