@@ -68,3 +68,11 @@ def test_an_unterminated_stderr_flood_keeps_a_bounded_tail_read_in_blocks(env):
         tail = env._proc.stderr_tail()
     assert tail.endswith("e" * 100 + "END"), "the unfinished line is not in the tail"
     assert len(tail) <= PARTIAL_CHARS
+
+
+def test_a_result_the_worker_cannot_send_is_reported_not_a_timeout(env):
+    r = env.execute("kept = 1\nanswer['content'] = 'z' * (70 << 20)")  # over the 64 MB frame
+    assert r.error is not None and "could not send this cell's result" in r.error
+    assert not r.timed_out and env.restarts == 0
+    r = env.execute("answer['content'] = ''\nprint(kept)")
+    assert r.stdout == "1\n"

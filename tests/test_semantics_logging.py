@@ -208,3 +208,39 @@ def test_rich_and_structlog_are_imported_only_when_used():
 def test_unknown_sink_name():
     with pytest.raises(rlm.UnknownPluginError, match="jsonl"):
         RLM(backend="scripted", backend_kwargs={"replies": []}, sinks=["jsnol"])
+
+
+def test_lone_surrogates_keep_every_jsonl_record(server, tmp_path):
+    """A cell printing a lone surrogate, and a context holding one, lose no record of the log:
+    the text is written as JSON escapes and reads back as the same str (issue 16)."""
+    def answer(messages, body):
+        if turn_no(messages) == 0:
+            return repl("print('\\udcff' + context[:1])")
+        return repl("answer.update(content='done \\ud800', ready=True)")
+
+    r = make_rlm(server, answer, logger=RLMLogger(tmp_path))
+    try:
+        result = r.completion("\udcffcontext")
+    finally:
+        r.close()
+    assert result.response == "done \ud800"
+    [path] = list(tmp_path.glob("*.jsonl"))
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [rec["type"] for rec in records] == ["metadata", "iteration", "iteration", "result"]
+    assert records[0]["prompt"] == "\udcffcontext"
+    assert records[1]["code_blocks"][0]["result"]["stdout"] == "\udcff\udcff\n"
+    assert records[-1]["response"] == "done \ud800"
+
+
+def test_a_context_nested_too_deeply_is_a_configuration_error(server):
+    deep: dict = {}
+    node = deep
+    for _ in range(3000):
+        node["a"] = {}
+        node = node["a"]
+    r = make_rlm(server, lambda messages, body: "FINAL(x)")
+    try:
+        with pytest.raises(rlm.ConfigurationError, match="nested too deeply.*recursion limit"):
+            r.completion(deep)
+    finally:
+        r.close()

@@ -96,6 +96,10 @@ class RLMLogger:
         if self.log_file_path is None:
             return
         line = json.dumps(record, default=str, ensure_ascii=False)
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (print('\udcff')): escape it, keep the record
+            line = json.dumps(record, default=str)
         with self._lock:
             if self._fh is None:
                 self._fh = open(self.log_file_path, "a", encoding="utf-8")  # noqa: SIM115

@@ -378,10 +378,23 @@ def context_shape(context: Any) -> tuple[str, list[int]]:
     return type(context).__name__, [_chunk_len(context)]
 
 
+def context_depth_text() -> str:
+    """What a context nested deeper than Python can encode gets told (a ConfigurationError)."""
+    import sys
+
+    return (f"the context is nested too deeply: its lists and dicts go past about "
+            f"{sys.getrecursionlimit():,} levels (Python's recursion limit, which encoding a "
+            "context needs); flatten it, or pass it as a str (e.g. json.dumps of a flatter form)")
+
+
 def _chunk_len(chunk: Any) -> int:
     if isinstance(chunk, str):
         return len(chunk)
     try:
         return len(json.dumps(chunk, default=str))
+    except RecursionError:
+        from .exceptions import ConfigurationError
+
+        raise ConfigurationError(context_depth_text()) from None
     except (TypeError, ValueError):
         return len(repr(chunk))

@@ -311,6 +311,33 @@ class EnvironmentTests(_EnvironmentKit, kit=True):
                     .hexdigest(), "True"]
         assert r.stdout.split() == expected
 
+    def test_lone_surrogates_cross_and_the_repl_survives(self, env: Any) -> None:
+        # Any Python str crosses every boundary: a lone surrogate no UTF-8 codec takes (what
+        # os.fsdecode makes of a bad file name) must not lose the REPL or its variables.
+        ok(env, "kept = 7")
+        r = ok(env, "print('a\\udcffb')\nimport sys\nprint('\\ud800', file=sys.stderr)")
+        assert r.stdout == "a\udcffb\n" and "\ud800" in r.stderr
+        r = ok(env, "answer['content'] = '\\udcff'\nprint(kept)")
+        assert r.stdout == "7\n" and r.answer_content == "\udcff"
+        env.add_context("x\udcffy", 0)
+        env.add_context({"k": ["\ud83d", "ok"]}, 1)
+        r = ok(env, "print(context_0 == 'x\\udcffy', context_1 == {'k': ['\\ud83d', 'ok']})")
+        assert r.stdout.split() == ["True", "True"]
+
+    def test_a_context_nested_too_deeply_is_refused_clearly(self, env: Any) -> None:
+        deep: dict[str, Any] = {}
+        node = deep
+        for _ in range(3000):
+            node["a"] = {}
+            node = node["a"]
+        try:
+            env.add_context(deep, 0)
+        except ConfigurationError as exc:  # an environment that must encode the context
+            assert "nested too deeply" in str(exc) and "recursion limit" in str(exc)
+            return
+        r = ok(env, "d, n = context_0, 0\nwhile d:\n    d, n = d['a'], n + 1\nprint(n)")
+        assert r.stdout.strip() == "3000"
+
     def test_large_context(self, env: Any) -> None:
         text = ("0123456789abcdef" * 65536) * 8  # 8 MiB
         env.add_context(text, 0)

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..contract import code_tool_defines as _defines
 from ..exceptions import ConfigurationError, RLMEnvironmentError
-from ..types import CellResult, EnvironmentCapabilities, Message, Tool
+from ..types import CellResult, EnvironmentCapabilities, Message, Tool, context_depth_text
 from .channel import Channel, ChannelClosed, new_secret
 from .leftovers import make_run_dir, reap_run_dirs, track_open, untrack_open
 from .streams import StderrTail
@@ -172,15 +172,17 @@ def context_chunks(value: Any) -> tuple[str, Iterator[bytes]]:
                 buf.append(piece)
                 size += len(piece)
                 if size >= STR_CHUNK:
-                    yield "".join(buf).encode("utf-8")
+                    yield "".join(buf).encode("utf-8", "surrogatepass")
                     buf, size = [], 0
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(
                 f"a context of type {type(value).__name__} cannot be sent into an isolated "
                 "environment: pass a str, or a dict / list of JSON values (or use "
                 f"environment='local'). ({exc})") from exc
+        except RecursionError:
+            raise ConfigurationError(context_depth_text()) from None
         if buf:
-            yield "".join(buf).encode("utf-8")
+            yield "".join(buf).encode("utf-8", "surrogatepass")
 
     return "json", chunks()
 

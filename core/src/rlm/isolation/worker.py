@@ -67,7 +67,14 @@ class ProtocolError(Exception):
 
 
 def encode_json(message):
-    body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """One JSON frame. Any Python ``str`` crosses: text no UTF-8 codec takes (a lone surrogate,
+    ``print('\\udcff')``) is sent as JSON escapes, and arrives as the same ``str``."""
+    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    try:
+        body = text.encode("utf-8")
+    except UnicodeEncodeError:
+        body = json.dumps(message, separators=(",", ":")).encode("ascii")
+    del text
     if len(body) + 1 > MAX_FRAME:
         raise ProtocolError("message of %d bytes is over the %d-byte frame limit"
                             % (len(body), MAX_FRAME))
@@ -508,9 +515,9 @@ class REPLCore:
 def load_file(path, fmt):
     """A context file: ``text`` (UTF-8, decoded from a memory map: no second copy in memory) or
     ``json``."""
-    if fmt == "json":
+    if fmt == "json":  # written with surrogatepass, like text: lone surrogates arrive intact
         with open(path, "rb") as f:
-            return json.load(f)
+            return json.loads(f.read().decode("utf-8", "surrogatepass"))
     size = os.path.getsize(path)
     if size == 0:
         return ""
@@ -519,10 +526,10 @@ def load_file(path, fmt):
 
         with open(path, "rb") as f:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                return str(m, "utf-8")
+                return str(m, "utf-8", "surrogatepass")
     except (ImportError, OSError, ValueError):  # no mmap (Pyodide): read, then decode
         with open(path, "rb") as f:
-            return f.read().decode("utf-8")
+            return f.read().decode("utf-8", "surrogatepass")
 
 
 def format_exception(exc, sources):
@@ -795,14 +802,26 @@ class Worker:
                 self.send({"t": "ack", "id": msg.get("id"), "error": None})
             except BaseException as exc:  # noqa: BLE001
                 self.send({"t": "ack", "id": msg.get("id"),
-                           "error": "%s: %s" % (type(exc).__name__, exc)})
+                           "error": "%s: %s" % (type(exc).__name__, _text(exc))[:4000]})
 
     def _exec(self, msg):
         with self.exec_lock:
             result = self._run_cell(str(msg.get("code", "")), msg.get("timeout"),
                                     msg.get("filename"), msg.get("id"))
         result["id"] = msg.get("id")
-        self.send(result)
+        try:
+            self.send(result)
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - say so, or the host waits for nothing
+            self.send({"t": "result", "id": msg.get("id"), "stdout": "", "stderr": "",
+                       "error": "RuntimeError: the worker could not send this cell's result to "
+                       "the host (%s: %s); the REPL's state is kept" % (type(exc).__name__,
+                                                                        _text(exc)[:500]),
+                       "variables": result.get("variables") if isinstance(
+                           result.get("variables"), list) else [],
+                       "final_answer": None, "answer_content": None,
+                       "timed_out": bool(result.get("timed_out"))})
 
     def _run_cell(self, code, timeout, filename, cell_id=None):
         core = self.core
