@@ -6,9 +6,9 @@ Per environment, a host process (``python -m rlm_testkit.hostdeath``) starts the
 temporary directory of its own, loads a context and runs a cell that never ends. Then:
 
 * ``SIGKILL``: the host is killed; 10 s later it counts the host's processes still running, the
-  Docker containers of that host still running, and the entries left in its temporary directory;
-  then a second host starts and closes the same environment in that directory (the "next start")
-  and what is still left there is counted again;
+  Docker containers of that host (running, and stopped), the entries left in its temporary
+  directory and the sandbox cgroups named after it; then a second host starts and closes the same
+  environment in that directory (the "next start") and what is left is counted again;
 * ``SIGTERM``: the same host is sent SIGTERM; once it is gone, what is left.
 
 Needs bubblewrap (sandbox), a Docker daemon and the test image (docker), Pyodide (pyodide): the
@@ -49,6 +49,27 @@ def containers(host_pid: int) -> list[str]:
     return [c["Id"][:12] for c in found]
 
 
+def containers_all(host_pid: int) -> int:
+    """The containers of that host in any state (stopped ones too)."""
+    try:
+        import docker
+
+        client = docker.from_env(version="auto")
+        return len(client.api.containers(all=True, filters={
+            "label": f"org.rlm.host-pid={host_pid}"}))
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def cgroups(host_pid: int) -> int:
+    """The sandbox cgroups named after that host still in the cgroup tree."""
+    found = 0
+    for dirpath, dirnames, _ in os.walk("/sys/fs/cgroup"):
+        found += sum(1 for d in dirnames if d.startswith(f"rlm-sandbox-{host_pid}-"))
+        dirnames[:] = [d for d in dirnames if not d.startswith("rlm-sandbox-")]
+    return found
+
+
 def measure(key: str) -> dict[str, Any]:
     plugin, name, kwargs = ENVS[key]
     row: dict[str, Any] = {"env": key}
@@ -62,10 +83,14 @@ def measure(key: str) -> dict[str, Any]:
             row[f"{sname} processes"] = len(alive(host.processes))
             row[f"{sname} containers"] = len(containers(host.pid))
             row[f"{sname} files"] = len(host.left_files())
+            row[f"{sname} stopped containers"] = containers_all(host.pid) - len(
+                containers(host.pid))
+            row[f"{sname} cgroups"] = cgroups(host.pid)
             if sig == signal.SIGKILL:
                 start_host(plugin, name, kwargs, tmpdir=tmp, mode="close").proc.wait(60)
                 row["after next start: files"] = len(host.left_files())
-                row["after next start: containers"] = len(containers(host.pid))
+                row["after next start: containers"] = containers_all(host.pid)
+                row["after next start: cgroups"] = cgroups(host.pid)
         except Exception as exc:  # noqa: BLE001 - reported, the others still run
             row["skipped"] = f"{type(exc).__name__}: {str(exc)[:200]}"
             return row
@@ -79,9 +104,11 @@ def main() -> None:
     parser.add_argument("--envs", default=",".join(ENVS))
     args = parser.parse_args()
     rows = [measure(key.strip()) for key in args.envs.split(",") if key.strip()]
-    columns = ["env", "SIGKILL processes", "SIGKILL containers", "SIGKILL files",
-               "after next start: files", "after next start: containers", "SIGTERM processes",
-               "SIGTERM containers", "SIGTERM files"]
+    columns = ["env", "SIGKILL processes", "SIGKILL containers", "SIGKILL stopped containers",
+               "SIGKILL files", "SIGKILL cgroups", "after next start: files",
+               "after next start: containers", "after next start: cgroups", "SIGTERM processes",
+               "SIGTERM containers", "SIGTERM stopped containers", "SIGTERM files",
+               "SIGTERM cgroups"]
     print(" | ".join(columns))
     for row in rows:
         if "skipped" in row:

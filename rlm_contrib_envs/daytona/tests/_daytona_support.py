@@ -26,4 +26,9 @@ NOT_BLOCKED = {
     "udp-and-raw": "a UDP datagram to 127.0.0.1 can be sent: it reaches the sandbox's own "
                    "loopback (its own network namespace, in the emulator as at Daytona), never "
                    "the host; raw sockets are refused",
+    "unprivileged-syscalls": "the sandbox is a machine of the provider's: memory a cell parks "
+                             "in memfd or System V IPC is the sandbox's, within its plan, never "
+                             "the host's; pidfd_open reaches only the sandbox's own processes",
+    "fill-every-writable-place": "the sandbox's filesystem and memory are the provider's (its "
+                                 "plan's disk and memory caps), never the host's",
 }

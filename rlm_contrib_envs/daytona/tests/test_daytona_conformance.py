@@ -21,6 +21,9 @@ class TestDaytonaConformance(EnvironmentTests):
     environment_name = "daytona"
     environment_kwargs = {**EMULATED, "memory_limit": "512m"}
     capabilities = {"isolated": True, "callables_as_tools": False, "memory_limit": True}
+    outlives_killed_host = ("a Daytona sandbox is deleted by its host; one whose host was killed "
+                            "outright stays until its auto_stop_interval (15 minutes "
+                            "of inactivity by default) stops it")
 
 
 class TestDaytonaEscapes(EscapeTests):

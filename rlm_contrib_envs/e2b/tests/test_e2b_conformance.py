@@ -15,6 +15,9 @@ class TestE2BConformance(EnvironmentTests):
     environment_name = "e2b"
     environment_kwargs = emulator_kwargs()
     capabilities = {"isolated": True, "callables_as_tools": False, "memory_limit": True}
+    outlives_killed_host = ("an E2B sandbox is killed by its host; one whose host was killed "
+                            "outright stops by itself once its lifetime without activity runs "
+                            "out (timeout, 600 s by default)")
 
 
 class TestE2BEscapes(EscapeTests):
@@ -27,4 +30,10 @@ class TestE2BEscapes(EscapeTests):
                        "refused; internet access is off unless allow_internet_access=True)",
         "fork": "an E2B sandbox is a whole VM: cells may start processes inside it (they cannot "
                 "leave it; the emulator runs them in the sandbox's pid namespace)",
+        "unprivileged-syscalls": "the sandbox is a machine of the provider's: memory a cell "
+                                 "parks in memfd or System V IPC is the sandbox's, within its "
+                                 "plan, never the host's; pidfd_open reaches only the "
+                                 "sandbox's own processes",
+        "fill-every-writable-place": "the sandbox's filesystem and memory are the provider's (its "
+                                     "plan's disk and memory caps), never the host's",
     }

@@ -21,6 +21,11 @@ MODAL_ALLOWS = {
                    "block_network the sandbox has a network of its own with no route out); the "
                    "host's listeners stay unreachable (tcp-socket and lm-relay-without-secret "
                    "are blocked)",
+    "unprivileged-syscalls": "the sandbox is a machine of the provider's: memory a cell parks "
+                             "in memfd or System V IPC is the sandbox's, within its plan, never "
+                             "the host's; pidfd_open reaches only the sandbox's own processes",
+    "fill-every-writable-place": "the sandbox's filesystem and memory are the provider's (its "
+                                 "plan's disk and memory caps), never the host's",
 }
 
 
@@ -29,6 +34,8 @@ class TestModalConformance(EnvironmentTests):
     environment_name = "modal"
     environment_kwargs = KWARGS
     capabilities = {"isolated": True, "callables_as_tools": False, "memory_limit": True}
+    outlives_killed_host = ("a Modal sandbox is terminated by its host; one whose host was killed "
+                            "outright runs until its own timeout (KWARGS['timeout'] = 600 s)")
 
 
 class TestModalEscapes(EscapeTests):

@@ -149,3 +149,23 @@ def test_shutdown_leaves_no_cgroup_and_no_process():
     assert not [d for d in dirs if os.path.exists(d)]
     for path in procs:
         assert not os.path.exists(path)
+
+
+def test_cgroups_of_dead_hosts_are_reaped(tmp_path):
+    """A host killed outright leaves its empty cgroup: the next sandbox removes it; those of a
+    live host, one still in use (here: not empty) and foreign names stay."""
+    import subprocess
+    import sys
+
+    from rlm_env_sandbox._limits import reap_cgroups
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    names = {"dead": f"rlm-sandbox-{dead.pid}-1-0", "live": f"rlm-sandbox-{os.getpid()}-1-0",
+             "busy": f"rlm-sandbox-{dead.pid}-2-0", "other": "not-ours-1"}
+    for name in names.values():
+        (tmp_path / name).mkdir()
+    (tmp_path / names["busy"] / "cgroup.procs").write_text("1\n")  # rmdir fails, as on EBUSY
+    assert reap_cgroups(str(tmp_path), min_age=3600) == []  # too young: maybe being set up
+    assert reap_cgroups(str(tmp_path), min_age=0) == [str(tmp_path / names["dead"])]
+    assert sorted(os.listdir(tmp_path)) == sorted(n for k, n in names.items() if k != "dead")

@@ -92,6 +92,7 @@ def make_cgroup(name: str, memory: int | None, pids: int | None) -> tuple[Cgroup
             if value is None:
                 continue
             base = os.path.join(root, controller) + own.get(controller, "/")
+            reap_cgroups(base)
             d = os.path.join(base, name)
             try:
                 os.mkdir(d)
@@ -107,6 +108,7 @@ def make_cgroup(name: str, memory: int | None, pids: int | None) -> tuple[Cgroup
             except OSError as exc:
                 problems.append(f"cgroup v1 {controller}: {exc.strerror or exc}")
     elif os.path.exists(os.path.join(root, "cgroup.controllers")):
+        reap_cgroups(root + own.get("", "/"))
         d = os.path.join(root + own.get("", "/"), name)
         try:
             os.mkdir(d)
@@ -125,6 +127,40 @@ def make_cgroup(name: str, memory: int | None, pids: int | None) -> tuple[Cgroup
     else:
         problems.append("no cgroup filesystem at /sys/fs/cgroup")
     return cap, "; ".join(problems) or None
+
+
+#: The name of every sandbox cgroup starts so; then the host's pid (``rlm-sandbox-PID-ID-N``).
+CGROUP_PREFIX = "rlm-sandbox-"
+
+
+def reap_cgroups(base: str, min_age: float = 5.0) -> list[str]:
+    """Remove the empty sandbox cgroups in ``base`` left by hosts killed outright (their pid is
+    gone) and older than ``min_age`` seconds (a host of another pid namespace sharing the cgroup
+    tree may be setting one up). A cgroup with processes in it cannot be removed, so nothing
+    running is touched."""
+    removed = []
+    try:
+        names = [n for n in os.listdir(base) if n.startswith(CGROUP_PREFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        pid = name[len(CGROUP_PREFIX):].split("-")[0]
+        path = os.path.join(base, name)
+        try:
+            if not pid.isdigit() or time.time() - os.stat(path).st_mtime < min_age:
+                continue
+            os.kill(int(pid), 0)
+            continue  # its host is alive
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            os.rmdir(path)
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
 
 
 def _write(d: str, name: str, value: int) -> None:
