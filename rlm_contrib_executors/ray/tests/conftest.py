@@ -1,4 +1,7 @@
-"""One local Ray cluster for the session: 2 CPUs, listening on 127.0.0.1 only."""
+"""One two-node Ray cluster for the session, started the way a user starts one (`ray start
+--head`, then `ray start --address` for a worker node), every process on 127.0.0.1, token
+authentication on. The test process connects to it through RayExecutor (address + auth_token),
+so every test that builds a ray executor without an address reuses that connection."""
 
 from __future__ import annotations
 
@@ -6,15 +9,38 @@ import os
 
 import pytest
 
-# Read by Ray at import time: every socket of the local cluster binds to the loopback interface.
+# Read by Ray at import time: the driver's own node address stays 127.0.0.1.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
+def cluster(tmp_path_factory):
+    pytest.importorskip("ray")
+    from rlm_executor_ray.executor import RayExecutor
+    from rlm_executor_ray.testing import LocalCluster
+
+    for var in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        os.environ.pop(var, None)
+    c = LocalCluster(tmp_path_factory.mktemp("ray-cluster"), workers=1)
+    c.start()
+    driver = None
+    try:
+        driver = RayExecutor(c.address, auth_token=c.token)
+        c.driver = driver
+        yield c
+    finally:
+        import ray
+
+        if driver is not None:
+            driver.close()
+        ray.shutdown()
+        c.stop()
+        left = c.pids()
+        assert not left, f"Ray processes left behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(cluster):
+    import ray
+
+    return ray

@@ -125,7 +125,6 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_counts_nothing_twice(ray_cl
     assert sorted(r["index"] for r in recs) == list(range(n))  # nothing lost, nothing twice
     assert all(r["status"] == "ok" for r in recs), [r for r in recs if r["status"] != "ok"]
     assert {r["response"] for r in recs} == {f"n={k}" for k in range(1, n + 1)}
-    assert str(killed[0]) not in {r["worker"].rsplit(":", 1)[1] for r in recs}
     # Usage counted once per line although the killed attempt's request reached the server.
     assert report.usage["m"]["total_calls"] == n
     assert served >= n
