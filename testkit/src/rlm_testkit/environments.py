@@ -422,6 +422,19 @@ class EnvironmentTests(_EnvironmentKit, kit=True):
         assert ok(env, "print(kept)").stdout.strip() == "1"
 
     @requires("cell_timeout")
+    def test_the_answer_becomes_text_inside_the_time_limit(self, env: Any) -> None:
+        # A hostile __str__ on the answer runs where the cell's time limit holds, never on the
+        # host outside every limit (it spins 20 s here; the limit is 1 s).
+        t0 = time.perf_counter()
+        r = run(env, "import time\nclass Slow:\n    def __str__(self):\n"
+                     "        end = time.time() + 20\n        while time.time() < end:\n"
+                     "            pass\n        return 'slow'\n"
+                     "answer['content'] = Slow()\nanswer['ready'] = True", timeout=1)
+        assert time.perf_counter() - t0 < 12, "the answer's __str__ ran outside the time limit"
+        assert r.final_answer in (None, "slow") and r.error is not None
+        ok(env, "answer['content'] = ''\nanswer['ready'] = False")
+
+    @requires("cell_timeout")
     def test_timeout_stops_a_blocked_cell(self, env: Any) -> None:
         t0 = time.perf_counter()
         r = run(env, "import time\ntime.sleep(60)", timeout=0.5)

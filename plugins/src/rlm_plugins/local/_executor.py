@@ -20,11 +20,14 @@ from __future__ import annotations
 import ctypes
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from types import CodeType
 from typing import Any
+
+from rlm.isolation.worker import answer_fields
 
 from . import _capture
 
@@ -55,7 +58,7 @@ class Job:
     """One cell handed to an executor thread."""
 
     __slots__ = ("code", "namespace", "lock", "event", "ident", "started", "done", "cancelled",
-                 "stop_reason", "exc")
+                 "stop_reason", "exc", "answer")
 
     def __init__(self, code: CodeType, namespace: dict[str, Any]):
         self.code = code
@@ -68,6 +71,10 @@ class Job:
         self.cancelled = False
         self.stop_reason: type[CellInterrupt] | None = None
         self.exc: BaseException | None = None
+        # ``(final_answer, answer_content)`` as text, made on the cell's thread inside its time
+        # limit (a hostile ``__str__`` cannot run on the host outside every limit); None if the
+        # cell was stopped first.
+        self.answer: tuple[str | None, str | None] | None = None
 
     def interrupt(self, exc_type: type[CellInterrupt]) -> bool:
         """Raise ``exc_type`` in the running cell. False when there is nothing left to stop."""
@@ -85,6 +92,35 @@ class Job:
             return True
 
 
+#: C stack of a cell's thread. Deep recursion through C code (``repr`` of a list nested 200,000
+#: deep, with the recursion limit raised) overflows a default 8 MB thread stack and kills the
+#: whole host with SIGSEGV; pages are only used as the recursion reaches them.
+CELL_STACK_BYTES = 512 * 2**20
+#: The highest recursion limit a cell may set (``sys.setrecursionlimit`` called on a cell's
+#: thread is clamped to it): deep enough for real code, shallow enough for CELL_STACK_BYTES, so
+#: that going deeper is a ``RecursionError`` in the cell, never a dead host.
+MAX_CELL_RECURSION = 50_000
+_STACK_LOCK = threading.Lock()
+_CELL_THREAD = threading.local()
+_original_setrecursionlimit = sys.setrecursionlimit
+
+
+def _setrecursionlimit(limit: int) -> None:
+    if getattr(_CELL_THREAD, "active", False) and isinstance(limit, int) and \
+            limit > MAX_CELL_RECURSION:
+        limit = MAX_CELL_RECURSION
+    _original_setrecursionlimit(limit)
+
+
+_setrecursionlimit.__doc__ = _original_setrecursionlimit.__doc__
+
+
+def install_recursion_cap() -> None:
+    """Clamp ``sys.setrecursionlimit`` on cell threads (idempotent; other threads unchanged)."""
+    if sys.setrecursionlimit is not _setrecursionlimit:
+        sys.setrecursionlimit = _setrecursionlimit
+
+
 class Executor:
     """A daemon thread that runs the jobs put into its queue, one after another."""
 
@@ -97,8 +133,13 @@ class Executor:
         self.abandoned = False
         self.cwd_isolated = False
         self._ready = threading.Event()
-        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
-        self.thread.start()
+        with _STACK_LOCK:  # threading.stack_size is process-wide: set it for this thread only
+            previous = threading.stack_size(CELL_STACK_BYTES)
+            try:
+                self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+                self.thread.start()
+            finally:
+                threading.stack_size(previous)
         self._ready.wait()
 
     def submit(self, job: Job) -> None:
@@ -109,6 +150,7 @@ class Executor:
         self._queue.put(None)
 
     def _main(self) -> None:
+        _CELL_THREAD.active = True
         _capture.CAPTURE.set(self._capture)
         try:
             if self._cwd:
@@ -138,8 +180,9 @@ class Executor:
                 exec(job.code, job.namespace)  # noqa: S102 - running model code is the point
             except BaseException as e:  # noqa: BLE001 - every exit of a cell is a cell result
                 exc = e
-        except BaseException as e:  # noqa: BLE001 - a stop landing inside the handler above
-            exc = e
+            job.answer = answer_fields(job.namespace.get("answer"))
+        except BaseException as e:  # noqa: BLE001 - a stop landing inside the handlers above
+            exc = exc or e
         # Mark the job done and clear any stop still pending, so that it cannot hit whatever
         # this thread does next. A stop raised before the clear is caught and we try again.
         while True:

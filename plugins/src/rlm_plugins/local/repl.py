@@ -301,6 +301,7 @@ class LocalREPL:
     def _execute(self, code: str, limit: float | None, filename: str | None = None
                  ) -> CellResult:
         _capture.install()
+        _executor.install_recursion_cap()
         self._restore_reserved()
         if filename is None:
             self._cell_index += 1
@@ -348,7 +349,7 @@ class LocalREPL:
         else:
             error = None
         del exc
-        return self._result(started, error, timed_out)
+        return self._result(started, error, timed_out, job.answer)
 
     def _timeout_error(self, limit: float | None, exc: BaseException | None,
                        abandoned: bool) -> str:
@@ -368,7 +369,11 @@ class LocalREPL:
                 exc, self._sources)
         return where + message
 
-    def _result(self, started: float, error: str | None, timed_out: bool) -> CellResult:
+    def _result(self, started: float, error: str | None, timed_out: bool,
+                answer: tuple[str | None, str | None] | None = None) -> CellResult:
+        """The cell's result. ``answer`` is the answer as text, made on the cell's thread; without
+        it (the cell never ran, or was stopped first) only an answer that is already plain text
+        is read here: model objects are never turned into text on the host's thread."""
         if not self._closed:
             self._restore_reserved()
         out, err = self._capture.take()
@@ -376,7 +381,11 @@ class LocalREPL:
             if err.total and not err.value().endswith("\n"):
                 err.write("\n")
             err.write(error + "\n")
-        final_answer, answer_content = answer_fields(self._ns.get("answer"))
+        if answer is None:
+            current = self._ns.get("answer")
+            plain = isinstance(current, dict) and type(current.get("content")) in (str, type(None))
+            answer = answer_fields(current) if plain else (None, None)
+        final_answer, answer_content = answer
         return CellResult(stdout=out.value(), stderr=err.value(), error=error,
                           variables=self._user_variables(),
                           execution_time=time.perf_counter() - started,
