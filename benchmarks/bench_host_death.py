@@ -1,6 +1,6 @@
 """What each environment leaves behind when its host dies (issue 16, item 5).
 
-    .venv/bin/python benchmarks/bench_host_death.py [--envs sandbox,sandbox-rlimits,docker,pyodide]
+    .venv/bin/python benchmarks/bench_host_death.py [--envs sandbox,sandbox-rlimits,docker,pyodide,local]
 
 Per environment, a host process (``python -m rlm_testkit.hostdeath``) starts the environment in a
 temporary directory of its own, loads a context and runs a cell that never ends. Then:
@@ -33,6 +33,7 @@ ENVS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "docker": ("rlm_env_docker.plugin", "docker",
                {"image": "rlm-python:3.11-local", "pull": "never", "memory_limit": "512m"}),
     "pyodide": ("rlm_env_pyodide.plugin", "pyodide", {"memory_limit": "512m"}),
+    "local": ("rlm_plugins.local.plugin", "local", {}),
 }
 
 
