@@ -104,6 +104,9 @@ STANDARD_TESTS: dict[str, tuple[str, ...]] = {
         "test_usage_instructions",
         "test_runs_an_rlm_completion",
         "test_persistent_completions_each_return_their_own_answer",
+        "test_run_files_are_private_to_the_run",
+        "test_nothing_outlives_a_killed_host",
+        "test_sigterm_leaves_nothing_behind",
         "test_kit_guard",
     ),
     # EscapeTests: rlm_testkit/environments.py (owned by the isolated-environments work)
