@@ -32,6 +32,12 @@ class TestScriptedBackend(BackendTests):
     def observed_params(self, backend: Any, provider: Any) -> dict[str, Any]:
         return backend.sampling[-1]  # the scripted backend records the sampling of every call
 
+    @pytest.mark.xfail(strict=True, reason="the scripted backend calls its responder inline, so a "
+                       "responder that blocks (the kit's stalled provider) blocks the event loop; "
+                       "its own latency= is awaited")
+    def test_acompletion_does_not_block_the_event_loop(self, backend: Any, provider: Any) -> None:
+        super().test_acompletion_does_not_block_the_event_loop(backend, provider)
+
 
 class TestSummarizeCompaction(CompactionStrategyTests):
     plugin = "rlm_plugins.compaction.plugin"

@@ -31,6 +31,7 @@ EXPECTED_FAILURES = {
                            "test_async_request_timeout_is_honoured"},
     "TestSharedState": {"test_concurrent_async_calls_keep_their_replies",
                         "test_concurrent_threaded_calls_keep_their_replies"},
+    "TestBlocksLoop": {"test_acompletion_does_not_block_the_event_loop"},
     "TestOverridesWithoutXfail": {"test_kit_guard"},
     "TestGoodSink": set(),
     "TestRaisingSink": {"test_handles_every_event_type", "test_handles_any_text",

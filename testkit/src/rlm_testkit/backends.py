@@ -190,6 +190,36 @@ class BackendTests(StandardTests, kit=True):
         assert isinstance(response, ModelResponse)
         assert response.text == "async hello"
 
+    @requires("async_calls")
+    def test_acompletion_does_not_block_the_event_loop(self, backend: Any,
+                                                       provider: ScriptedProvider) -> None:
+        """While ``acompletion`` waits for a slow provider, other tasks on the loop keep
+        running (a synchronous call inside ``async def`` stalls every task of the run)."""
+        provider.stall(0.6)
+        provider.reply("slow hello")
+
+        async def call_and_tick() -> tuple[Any, int]:
+            ticks = 0
+
+            async def tick() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.02)
+                    ticks += 1
+
+            ticker = asyncio.create_task(tick())
+            await asyncio.sleep(0)  # let the ticker start
+            try:
+                return await backend.acompletion(MESSAGES), ticks
+            finally:
+                ticker.cancel()
+
+        response, ticks = self._run(call_and_tick())
+        assert response.text == "slow hello"
+        assert ticks >= 5, (f"the event loop ran {ticks} times during a 0.6 s call: acompletion "
+                            "blocks it; await an async client or run the blocking call in a "
+                            "thread (asyncio.to_thread), as rlm.plugin.BaseBackend does")
+
     def test_messages_reach_the_provider_in_order(self, backend: Any,
                                                   provider: ScriptedProvider) -> None:
         messages = [{"role": "system", "content": "sys"}, {"role": "user", "content": "one"},

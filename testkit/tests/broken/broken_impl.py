@@ -102,6 +102,13 @@ class SharedStateBackend(GoodBackend):
         return self.last
 
 
+class BlocksLoopBackend(GoodBackend):
+    """acompletion calls the blocking completion directly (plugins.md's echo shape, with a wait)."""
+
+    async def acompletion(self, messages: Sequence[Any], **sampling: Any) -> ModelResponse:
+        return self.completion(messages, **sampling)
+
+
 class GoodSink:
     def __init__(self) -> None:
         self.lines: list[str] = []

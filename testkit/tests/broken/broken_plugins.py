@@ -2,7 +2,8 @@
 
 from rlm.plugin import hookimpl
 
-BACKENDS = ("Good", "SwappedUsage", "DropsSampling", "WrapsErrors", "IgnoresTimeout", "SharedState")
+BACKENDS = ("Good", "SwappedUsage", "DropsSampling", "WrapsErrors", "IgnoresTimeout", "SharedState",
+            "BlocksLoop")
 
 
 @hookimpl

@@ -47,6 +47,10 @@ class TestSharedState(_InProcess):
     backend_name = "sharedstate"
 
 
+class TestBlocksLoop(_InProcess):
+    backend_name = "blocksloop"
+
+
 class TestOverridesWithoutXfail(_InProcess):
     backend_name = "good"
 
