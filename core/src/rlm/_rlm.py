@@ -1082,7 +1082,7 @@ class _Run:
                     messages = self._maybe_compact(env, backend, label, messages, full_history)
             # Out of turns: one more call asks for the answer.
             self.check_limits()
-            response = self._call_model(backend, label, messages + [P.final_request_message()])
+            response = self._call_model(backend, label, messages + [P.final_request_message(question)])
             self.last_response = response.text
             answer, source = self._answer_after_limit(env, host, response.text)
             if rlm.persistent:

@@ -211,8 +211,10 @@ FINAL_REQUEST = ("You have used every turn. Give your best final answer to the o
                  "now, as plain text, based on what you have found. Do not write code.")
 
 
-def final_request_message() -> Message:
-    return {"role": "user", "content": FINAL_REQUEST}
+def final_request_message(question: str | None = None) -> Message:
+    """The request made after the last turn (it starts with :data:`FINAL_REQUEST`)."""
+    text = FINAL_REQUEST + (f' The query: "{question}".' if question else "")
+    return {"role": "user", "content": text}
 
 
 __all__ = [

@@ -141,6 +141,31 @@ def test_rlm_end_to_end_uses_the_small_profile(backend: LlamaCppBackend) -> None
     assert sent[0] == "RunStarted" and sent[-1] == "RunFinished"
 
 
+@pytest.mark.parametrize("context, question", [
+    ("\n".join(f"{'ERROR' if i % 4 == 0 else 'INFO'} request {i}" for i in range(20)),
+     "How many lines say ERROR?"),
+    ([4, 9, 2, 7], "What is the largest number?"),
+    ("What is 2**20?", None),
+])
+def test_the_small_model_finishes_by_itself(backend: LlamaCppBackend, context, question) -> None:
+    """The protocol, not the quality: the model sets its answer within a few turns (the run is
+    COMPLETED, not stopped by a limit), the answer is text, and each later turn pays only for
+    its new prompt tokens (llama.cpp's KV cache holds the rest)."""
+    from rlm.types import AnswerSource, RunStatus
+
+    with RLM(backend="llamacpp", backend_kwargs={"n_ctx": 4096}, max_iterations=6,
+             max_timeout=600) as rlm:
+        b, _ = rlm._default_backend()
+        b.timings.clear()
+        result = rlm.completion(context, root_prompt=question)
+    assert result.status is RunStatus.COMPLETED and result.answer_source is AnswerSource.MODEL
+    assert result.response.strip() and "```" not in result.response
+    root_calls = [t for t in b.timings if t.get("cache_n", 0) > 0]
+    assert len(b.timings) >= 2 and root_calls
+    later = b.timings[-1]
+    assert later["prompt_n"] < later["cache_n"]  # the last turn evaluated less than it reused
+
+
 def test_server_restarts_after_shutdown(backend: LlamaCppBackend) -> None:
     old = backend.server.base_url
     server_mod.shutdown_all()

@@ -10,6 +10,8 @@ context window of the loaded configuration, and a short system prompt for small 
 from __future__ import annotations
 
 import asyncio
+import collections
+import json
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -96,6 +98,15 @@ class LlamaCppBackend(OpenAIBackend):
         self.system_prompt: str | None = (system_prompt if system_prompt is not None
                                           else prompts.PROFILES[prompt_profile])
         self.prompt_profile = "custom" if system_prompt is not None else prompt_profile
+        #: Per-request grammar and repetition guard of the small profile (None: requests go as
+        #: they are). See :mod:`rlm_backend_llamacpp.prompts`.
+        self._profile: prompts.SmallProfile | None = (prompts.SmallProfile()
+                                                      if self.prompt_profile == "small" else None)
+        #: How much of the context the kernel shows in its context message (0: none).
+        self.context_preview_chars = prompts.PREVIEW_CHARS if self._profile is not None else 0
+        #: llama.cpp's own timings of the latest calls (``prompt_n``: prompt tokens evaluated,
+        #: ``cache_n``: taken from the KV cache, ``predicted_n``, ms figures), newest last.
+        self.timings: collections.deque[dict[str, Any]] = collections.deque(maxlen=256)
         self._server: EmbeddedServer | None = None
         self._server_lock = threading.Lock()
         self.model_origin: str | None = None
@@ -195,23 +206,42 @@ class LlamaCppBackend(OpenAIBackend):
             self.start()
 
     # -- the Backend protocol ------------------------------------------------------------
-    def _with_defaults(self, sampling: dict[str, Any]) -> dict[str, Any]:
+    def _prepare(self, messages: Sequence[Mapping[str, Any]] | str,
+                 sampling: dict[str, Any]) -> tuple[Sequence[Mapping[str, Any]] | str, dict[str, Any]]:
+        """The request as sent: the profile's messages and grammar, then the defaults, then the
+        caller's own sampling arguments (which win, ``grammar`` included)."""
         merged = dict(self.sampling_defaults)
+        if self._profile is not None:
+            adapted = self._profile.adapt(messages)
+            messages = adapted.messages
+            merged.update(adapted.sampling)
         if "max_completion_tokens" in sampling:
             merged.pop("max_tokens", None)
         merged.update(sampling)
-        return merged
+        return messages, merged
 
     def completion(self, messages: Sequence[Mapping[str, Any]] | str, **sampling: Any) -> ModelResponse:
         self._ensure_current()
-        return super().completion(messages, **self._with_defaults(sampling))
+        messages, sampling = self._prepare(messages, sampling)
+        return super().completion(messages, **sampling)
 
     async def acompletion(self, messages: Sequence[Mapping[str, Any]] | str, **sampling: Any) -> ModelResponse:
         server = self._server
         if self._external_url is None and (server is None or not server.running):
             # Loading takes seconds: do it off the event loop.
             await asyncio.to_thread(self.start)
-        return await super().acompletion(messages, **self._with_defaults(sampling))
+        messages, sampling = self._prepare(messages, sampling)
+        return await super().acompletion(messages, **sampling)
+
+    def _parse(self, raw: bytes, body: dict[str, Any], model: str) -> ModelResponse:
+        response = super()._parse(raw, body, model)
+        try:  # llama.cpp adds its timings to every reply: the evidence of KV-cache reuse
+            timings = json.loads(raw).get("timings")
+        except (ValueError, TypeError, AttributeError):
+            timings = None
+        if isinstance(timings, dict):
+            self.timings.append(timings)
+        return response
 
     # -- extras the kernel looks up -------------------------------------------------------
     def cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
