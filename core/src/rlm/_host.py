@@ -81,6 +81,13 @@ def _error_text(exc: BaseException) -> str:
     return f"Error: {type(exc).__name__}: {exc}"
 
 
+async def _bounded(run: Any, call: Any) -> Any:
+    """``await call()`` inside the tree-wide bound on sub-calls (rlm._tree); the coroutine is
+    made only once a slot is free, so a call cancelled while it waits leaves nothing behind."""
+    async with run.slots.calls():
+        return await call()
+
+
 def _wait_limit(run: _Run) -> float | None:
     left = run.remaining_time()
     return None if left is None else left + _DEADLINE_GRACE
@@ -228,7 +235,7 @@ class RunHost:
         t0 = time.perf_counter()
         response: ModelResponse | None = None
         error: str | None = None
-        fut = run.submit(backend.acompletion(_as_messages(prompt), **sampling))
+        fut = run.submit(_bounded(run, lambda: backend.acompletion(_as_messages(prompt), **sampling)))
         try:
             response = wait(fut, _wait_limit(run))
         except cf.CancelledError:
@@ -284,7 +291,8 @@ class RunHost:
                     self._fire("on_subcall_start", child_depth, model_name, _preview(prompt))
                 call_id = self._started("llm", model_name, prompt)
                 t0 = time.perf_counter()
-                response = await backend.acompletion(_as_messages(prompt), **sampling)
+                async with run.slots.calls():  # the tree-wide bound on sub-calls (rlm._tree)
+                    response = await backend.acompletion(_as_messages(prompt), **sampling)
             except asyncio.CancelledError:
                 stopped[0] = True  # the batch is being stopped: no runner takes another item
                 error = self._cancelled_text()
@@ -316,20 +324,29 @@ class RunHost:
                     results[i] = exc
                     stopped[0] = stopped[0] or isinstance(exc, asyncio.CancelledError)
 
+        settled = threading.Event()  # every runner has finished (its items are recorded)
+
         async def gather() -> list[Any]:
-            batch.tasks = [asyncio.ensure_future(runner())
-                           for _ in range(max(1, min(limit, len(prompts))))]
-            if batch.cancelled:  # cancelled before the tasks existed
-                for task in batch.tasks:
-                    task.cancel()
-            await asyncio.gather(*batch.tasks, return_exceptions=True)
-            return results
+            try:
+                batch.tasks = [asyncio.ensure_future(runner())
+                               for _ in range(max(1, min(limit, len(prompts))))]
+                if batch.cancelled:  # cancelled before the tasks existed
+                    for task in batch.tasks:
+                        task.cancel()
+                await asyncio.gather(*batch.tasks, return_exceptions=True)
+                return results
+            finally:
+                settled.set()
 
         run.track(batch)
         fut = run.submit(gather())
         try:
             results = wait(fut, _wait_limit(run))
         except (cf.CancelledError, TimeoutError):
+            # Stopped (a limit, a cancel): let the cancelled items finish so that every one
+            # that started is recorded and its SubcallCompleted reaches the sinks.
+            if batch.tasks:
+                settled.wait(2.0)
             text = self._cancelled_text()
             results = [text] * len(prompts)
         except Exception as exc:  # noqa: BLE001
@@ -424,6 +441,9 @@ class RunHost:
                         all_done.set()
 
         run.track(batch)
+        if run.holds_slot:  # a waiting run does no work: its slot goes to its children (rlm._tree)
+            run.holds_slot = False
+            run.slots.release()
         for k in range(workers):
             threading.Thread(target=worker, name=f"rlm-child-d{run.depth + 1}-{k}",
                              daemon=True).start()
@@ -436,6 +456,9 @@ class RunHost:
             batch.cancel()
             run.untrack(batch)
             raise
+        finally:
+            if run.parent is not None and not run.holds_slot:
+                run.holds_slot = run.slots.acquire(lambda: run.limit_reason() is not None)
         run.untrack(batch)
         for rec in records:
             if rec is not None:
@@ -450,12 +473,21 @@ class RunHost:
         refusal = self._refusal()
         if refusal or batch.cancelled:
             return refusal or self._cancelled_text(), None
-        child = rlm._spawn_child(run, model)
+        # The tree-wide bound (rlm._tree): a child starts only when a slot is free.
+        if not run.slots.acquire(lambda: batch.cancelled or run.limit_reason() is not None):
+            return self._refusal() or self._cancelled_text(), None
+        try:
+            child = rlm._spawn_child(run, model)
+        except BaseException:
+            run.slots.release()
+            raise
+        child_run = None
         try:
             from ._rlm import _Run
 
             call_id = run.new_call_id()
             child_run = _Run(child, prompt, None, parent=run, parent_call_id=call_id)
+            child_run.holds_slot = True
             if not batch.add(child_run):
                 child_run.cancel("cancelled")
             model_name = child.root_model_name
@@ -484,6 +516,12 @@ class RunHost:
                 batch.discard(child_run)
         finally:
             child.close()
+            # The slot is the child run's once it exists (it lends it out while it waits for
+            # its own children); whoever holds it at the end gives it back.
+            if child_run is None or child_run.holds_slot:
+                run.slots.release()
+            if child_run is not None:
+                child_run.holds_slot = False
         dt = time.perf_counter() - t0
         self._fire("on_subcall_complete", child_depth, model_name, dt, error)
         run.emit(SubcallCompleted(run_id=run.run_id, depth=run.depth, parent_run_id=run.parent_run_id,

@@ -17,6 +17,7 @@ from ._async import LoopRunner, wait
 from ._host import RunHost
 from ._manager import PluginManager, get_plugin_manager
 from ._tools import normalize_tools
+from ._tree import TreeSlots
 from ._usage import UsageKey, UsageTracker
 from .contract import RESET_ANSWER
 from .events import (CellExecuted, Compacted, Event, IterationCompleted, IterationStarted,
@@ -591,6 +592,9 @@ class _Run:
         self._children: set[_Run] = set()
         self._stop_watchdog: Callable[[], None] | None = None
         self._done = threading.Event()
+        #: The tree's concurrency bound (rlm._tree); ``holds_slot`` while this child run works.
+        self.slots: TreeSlots = parent.slots if parent else TreeSlots(rlm.max_concurrent_subcalls)
+        self.holds_slot = False
         if parent is not None:
             parent._adopt(self)
 
