@@ -97,6 +97,7 @@ CONFIG_KEYS: dict[str, str] = {
     "base_url": "an OpenAI-compatible server's URL, e.g. \"http://127.0.0.1:8000/v1\"",
     "options": "a table of sampling arguments, e.g. [options] temperature = 0.2",
     "logs_max_mb": "the trajectory store's size cap in MB (oldest runs pruned; 0: no cap)",
+    "profiles": "[profiles.NAME] tables: named settings for rlm serve, rlm mcp and llm -m rlm-NAME",
 }
 _warned_keys: set[str] = set()
 
@@ -122,6 +123,11 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigurationError(f"{path}: logs_max_mb must be a number of megabytes "
                                          f"(0: no cap), got {value!r}.")
+        elif key == "profiles":
+            if not isinstance(value, dict):
+                raise ConfigurationError(f"{path}: profiles must be tables ([profiles.NAME] then "
+                                         f"lines such as backend = \"openai\"), got {value!r}.")
+            # Checked key by key where they are used (rlm.surface.load_profiles).
         elif key == "options":
             if not isinstance(value, dict):
                 raise ConfigurationError(f"{path}: options must be a table ([options] then lines "

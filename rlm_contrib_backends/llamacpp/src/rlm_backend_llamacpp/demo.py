@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--context", metavar="FILE", help="a text file to ask about (default: a small log)")
     ap.add_argument("--question", default=None, help=f"the question (default: {QUESTION!r})")
-    ap.add_argument("--max-iterations", type=int, default=4)
+    ap.add_argument("--max-iterations", type=int, default=6)
     ap.add_argument("-q", "--quiet", action="store_true", help="do not show each turn")
     args = ap.parse_args(argv)
 
@@ -68,10 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         result = rlm.completion(context, root_prompt=question)
     u = result.usage_summary
     print(result.response)
-    say(f"{u.total_calls} model calls, {u.total_input_tokens} tokens in / {u.total_output_tokens} "
-        f"out, cost ${u.total_cost or 0:.2f}, {time.perf_counter() - t0:.1f} s. A 0.5B model is a "
-        "plumbing demo, not an oracle: for real work pass backend=\"openai\" (or another backend).")
-    return 0
+    how = ("the model set its answer" if result.ok else
+           f"NOT completed: stopped by {result.status.value}, answer {result.answer_source.value}")
+    say(f"{how}; {u.total_calls} model calls, {u.total_input_tokens} tokens in / "
+        f"{u.total_output_tokens} out, cost ${u.total_cost or 0:.2f}, {time.perf_counter() - t0:.1f} s. "
+        "A 0.5B model is a plumbing demo, not an oracle: for real work pass backend=\"openai\" "
+        "(or another backend).")
+    return 0 if result.ok else 3
 
 
 if __name__ == "__main__":
