@@ -39,7 +39,9 @@ BUGS = [
 EXPECTED_FAILURES = {
     "TestMiniChat": {"test_usage_is_reported", "test_async_usage_is_reported",
                      "test_runs_an_rlm_completion"},
-    "TestSubREPL": {"test_output_is_captured"},
+    # stderr sent to stdout: the output test fails, and so does the lone-surrogate test, which
+    # checks that text printed to each stream arrives in that stream.
+    "TestSubREPL": {"test_output_is_captured", "test_lone_surrogates_cross_and_the_repl_survives"},
 }
 
 
@@ -98,7 +100,7 @@ def run_kit(plugin_dir: Path, report: Path) -> dict[str, dict[str, set[str]]]:
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "tests/test_backend.py", "tests/test_environment.py",
          "-q", "-p", "no:cacheprovider", f"--junitxml={report}"],
-        capture_output=True, text=True, timeout=300, env=env, cwd=plugin_dir)
+        capture_output=True, text=True, errors="replace", timeout=300, env=env, cwd=plugin_dir)
     assert report.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     result: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for case in ET.parse(report).getroot().iter("testcase"):

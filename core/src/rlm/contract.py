@@ -17,10 +17,11 @@ from __future__ import annotations
 import ast
 
 from ._tools import RESERVED_NAMES
+from .types import context_depth_text as context_too_deep
 
 __all__ = [
     "CANCELLED", "CODE_TOOL_FIX", "INPUT_REFUSED", "RESERVED_NAMES", "RESET_ANSWER", "TIME_LIMIT",
-    "TRACEBACK", "TRUNCATED", "code_tool_defines", "variable_not_found",
+    "TRACEBACK", "TRUNCATED", "code_tool_defines", "context_too_deep", "variable_not_found",
 ]
 
 INPUT_REFUSED = "input() is not available"

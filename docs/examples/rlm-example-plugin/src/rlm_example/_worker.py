@@ -52,9 +52,9 @@ class Channel:
                 with self.command_ready:
                     self.commands.append(message)
                     self.command_ready.notify()
-        with self.command_ready:  # the host went away
-            self.commands.append({"op": "exit"})
-            self.command_ready.notify()
+        # The host went away (it exited, or was killed): nothing is left to answer, so the REPL
+        # ends now, even in the middle of a cell that never returns.
+        os._exit(0)
 
     def next_command(self):
         with self.command_ready:

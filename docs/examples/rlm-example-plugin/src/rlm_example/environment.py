@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 import keyword
+import os
 import queue
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from rlm.contract import context_too_deep
+from rlm.isolation.leftovers import make_run_dir, reap_run_dirs, track_open, untrack_open
 from rlm.plugin import (CellResult, ConfigurationError, EnvironmentCapabilities,
                         RLMEnvironmentError, Tool)
 
@@ -61,7 +63,11 @@ class SubprocessREPL:
         self._in_cell = False  # a cell is running: interrupt() may stop it
         self._cancelled = False  # interrupt() was called for the running cell
         self._calls = ThreadPoolExecutor(16, thread_name_prefix="subrepl-helper")
-        self._workdir = tempfile.mkdtemp(prefix="rlm-subrepl-")
+        # A private run directory whose lock lives as long as this process: the directories of
+        # hosts killed outright (SIGKILL, out of memory) are removed when the next one starts.
+        reap_run_dirs()
+        self._workdir, self._workdir_lock = make_run_dir("rlm-subrepl-")
+        track_open(self)  # shut down at exit and on SIGTERM
         self._closed = False
 
     # -- the Environment protocol ------------------------------------------------------------
@@ -119,6 +125,8 @@ class SubprocessREPL:
         self._kill()
         self._calls.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(self._workdir, ignore_errors=True)
+        os.close(self._workdir_lock)
+        untrack_open(self)
 
     # -- the child process -------------------------------------------------------------------
     def _spawn(self) -> None:
@@ -164,7 +172,10 @@ class SubprocessREPL:
         proc = proc or self._proc
         if proc is None:
             raise RLMEnvironmentError("subrepl: call start(host, tools) before using the REPL")
-        data = (json.dumps(message) + "\n").encode()
+        try:
+            data = (json.dumps(message) + "\n").encode()
+        except RecursionError:  # a context nested deeper than JSON can encode
+            raise ConfigurationError(f"subrepl: {context_too_deep()}") from None
         with self._send_lock:
             try:
                 assert proc.stdin is not None
