@@ -180,7 +180,10 @@ class Executor:
                 exec(job.code, job.namespace)  # noqa: S102 - running model code is the point
             except BaseException as e:  # noqa: BLE001 - every exit of a cell is a cell result
                 exc = e
-            job.answer = answer_fields(job.namespace.get("answer"))
+            current = job.namespace.get("answer")
+            # A cell that rebound ``answer`` to something else gets its dict back afterwards
+            # (restore_reserved): that dict is then read on the host, as plain text only.
+            job.answer = answer_fields(current) if isinstance(current, dict) else None
         except BaseException as e:  # noqa: BLE001 - a stop landing inside the handlers above
             exc = exc or e
         # Mark the job done and clear any stop still pending, so that it cannot hit whatever

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+
+from rlm.isolation.leftovers import make_run_dir, reap_run_dirs
 import socket
-import tempfile
 from typing import Any
 
 from rlm.isolation.channel import Channel
@@ -42,13 +43,16 @@ class KernelProcess:
     """
 
     def __init__(self) -> None:
-        self.run_dir = tempfile.mkdtemp(prefix="rlm-ipykernel-")  # 0700
+        # 0700, locked for this process's life: the next host reaps it if this one is killed.
+        reap_run_dirs()
+        self.run_dir, self._lock = make_run_dir("rlm-ipykernel-")
         self.manager: Any = None
         self.client: Any = None
         self.channel: Channel | None = None
         self.conn: socket.socket | None = None
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(os.path.join(self.run_dir, "host.sock"))
+        os.chmod(os.path.join(self.run_dir, "host.sock"), 0o600)
         self.listener.listen(1)
 
     def kill_process(self) -> None:
@@ -91,6 +95,9 @@ class KernelProcess:
         except OSError:
             pass
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            os.close(lock)
 
 
 def _make_manager_class() -> Any:

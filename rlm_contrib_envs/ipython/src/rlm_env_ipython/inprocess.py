@@ -14,11 +14,12 @@ Not a security boundary, exactly like the local environment: cells run in the ho
 from __future__ import annotations
 
 import functools
+import os
 import shutil
-import tempfile
 import weakref
 from typing import Any
 
+from rlm.isolation.leftovers import make_run_dir, reap_run_dirs
 from rlm.plugin import CellResult, Host
 from rlm_plugins.local.repl import LocalREPL
 
@@ -31,9 +32,19 @@ _LOCAL_KWARGS = ("cell_timeout", "setup_code", "workdir", "max_output_chars")
 _RUN = "__rlm_ipython_run__"
 
 
-def _release(shell: Shell, ipython_dir: str) -> None:
+def _release(shell: Shell, ipython_dir: str, lock: int) -> None:
     shell.close()
     shutil.rmtree(ipython_dir, ignore_errors=True)
+    os.close(lock)
+
+
+def _make_private(top: str) -> None:
+    """IPython makes its profile with the process's umask: the run's files are made private."""
+    for root, dirs, files in os.walk(top):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o700)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o600)
 
 
 def _run(shell_ref: weakref.ref[Shell], code: str, errors: list[str]) -> None:
@@ -76,15 +87,18 @@ class IPythonREPL(LocalREPL):
 
     def start(self, host: Host, tools: Any) -> None:
         if self._shell is None and not self._closed and not self._started:
-            ipython_dir = tempfile.mkdtemp(prefix=f"rlm-ipython-{self._id}-")
+            reap_run_dirs()  # those of hosts killed outright
+            ipython_dir, lock = make_run_dir(f"rlm-ipython-{self._id}-")
             try:
                 shell = Shell(user_ns=self._ns, ipython_dir=ipython_dir, xmode=self.xmode)
+                _make_private(ipython_dir)
             except BaseException:
                 shutil.rmtree(ipython_dir, ignore_errors=True)
+                os.close(lock)
                 raise
             shell.ast_node_interactivity = self.ast_node_interactivity
             self._shell = shell
-            self._shell_finalizer = weakref.finalize(self, _release, shell, ipython_dir)
+            self._shell_finalizer = weakref.finalize(self, _release, shell, ipython_dir, lock)
         super().start(host, tools)
 
     def shutdown(self) -> None:
@@ -107,14 +121,15 @@ class IPythonREPL(LocalREPL):
         self._ns[_RUN] = functools.partial(_run, weakref.ref(shell), code, errors)
         return super()._execute(f"{_RUN}()", limit, filename)
 
-    def _result(self, started: float, error: str | None, timed_out: bool) -> CellResult:
+    def _result(self, started: float, error: str | None, timed_out: bool,
+                answer: tuple[str | None, str | None] | None = None) -> CellResult:
         if error is None and self._errors:
             error = self._errors[-1]
             if "SystemExit" in error.rsplit("\n", 1)[-1]:
                 error += ("\n(sys.exit(), exit() and quit() end only the current code block; the "
                           "REPL and its variables are still there.)")
         self._errors = []
-        return super()._result(started, error, timed_out)
+        return super()._result(started, error, timed_out, answer)
 
     def _restore_reserved(self) -> None:
         super()._restore_reserved()

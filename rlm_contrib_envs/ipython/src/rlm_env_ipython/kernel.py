@@ -31,6 +31,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+from rlm.isolation.leftovers import track_open, untrack_open
 from rlm.isolation.channel import Channel, ChannelClosed, new_secret
 from rlm.isolation.repl import (cell_limit, check_cell_options, check_index, check_timeout,
                                 context_chunks, tool_specs)
@@ -130,6 +131,7 @@ class IPythonKernelREPL:
             self._host = host
             self._kernel = KernelProcess()
             self._finalizer = weakref.finalize(self, self._kernel.release)
+            track_open(self)  # shut down (kernel killed, run directory removed) on exit and SIGTERM
             try:
                 for index in sorted(self._pending_contexts):
                     self._write_context(index, self._pending_contexts[index])
@@ -150,7 +152,7 @@ class IPythonKernelREPL:
         _, KernelSpec = import_jupyter()
         workdir = self._workdir_arg or os.path.join(kernel.run_dir, "work")
         try:
-            os.makedirs(workdir, exist_ok=True)
+            os.makedirs(workdir, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise RLMEnvironmentError(
                 f"cannot create the ipython-kernel REPL's workdir {workdir!r}: {exc}") from exc
@@ -160,7 +162,9 @@ class IPythonKernelREPL:
         with os.fdopen(fd, "wb") as f:
             f.write(secret)
         spec = KernelSpec(
-            argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+            # umask 077: every file and socket the kernel makes in the run directory is private.
+            argv=["/bin/sh", "-c", 'umask 077 && exec "$0" "$@"',
+                  sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
                   "--HistoryManager.enabled=False", "--InteractiveShell.colors=nocolor",
                   f"--InteractiveShell.xmode={self.xmode}",
                   f"--InteractiveShell.ast_node_interactivity={self.ast_node_interactivity}"],
@@ -187,6 +191,12 @@ class IPythonKernelREPL:
                 f"the IPython kernel did not start within {self.startup_timeout:g} s: {exc}"
             ) from exc
         self._attach(kernel, secret)
+        # IPython copied its profile's README with the source's mode: the run's files are private.
+        for root, dirs, files in os.walk(os.path.join(kernel.run_dir, "ipython")):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o700)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o600)
         for index in sorted(self._contexts):
             self._load_context(index)
         for index in sorted(self._histories):
@@ -278,7 +288,7 @@ class IPythonKernelREPL:
         fmt, chunks = context_chunks(value)
         name = f"context_{index}.{'txt' if fmt == 'text' else 'json'}"
         path = os.path.join(self._kernel.run_dir, name)
-        with open(path, "wb") as f:
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             f.writelines(chunks)
         self._contexts[index] = (fmt, name)
 
@@ -326,6 +336,7 @@ class IPythonKernelREPL:
                 return
             self._closed = True
             self._host = None
+        untrack_open(self)
         if self._lock.acquire(blocking=False):
             try:
                 self._release()
