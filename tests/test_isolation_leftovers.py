@@ -171,3 +171,27 @@ def test_a_program_s_own_sigterm_handler_is_left_alone(tmp_path):
                          timeout=60, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "<lambda>"
+
+
+def test_sigterm_still_ends_the_program_when_a_shutdown_hangs(tmp_path):
+    """A REPL whose shutdown never returns cannot make the program ignore SIGTERM: after
+    SIGTERM_GRACE seconds it is killed outright."""
+    import signal
+
+    script = textwrap.dedent("""
+        import threading, time
+        from rlm.isolation import leftovers
+
+        class Stuck:
+            def shutdown(self):
+                threading.Event().wait()
+
+        leftovers.track_open(Stuck())
+        print("ready", flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == -signal.SIGKILL

@@ -58,7 +58,17 @@ def _install_sigterm() -> None:
             signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+#: Seconds SIGTERM waits for the open REPLs to shut down before the process dies anyway.
+SIGTERM_GRACE = 5.0
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
+    # The release runs here, on the main thread (a REPL whose cell this thread is running can
+    # only be shut down from it), watched: if it hangs past SIGTERM_GRACE seconds (a REPL's
+    # shutdown that never returns), the process is killed outright rather than ignoring SIGTERM.
+    watchdog = threading.Timer(SIGTERM_GRACE, os.kill, (os.getpid(), signal.SIGKILL))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         _at_exit()
     finally:  # then die of SIGTERM, as the default action would have
@@ -119,9 +129,14 @@ _registries: list[Leftovers] = []
 @atexit.register
 def _at_exit() -> None:
     """Open REPLs are shut down first (the graceful path), then what is left is released."""
-    with _open_lock:
+    # Bounded: SIGTERM may land while this very thread holds the lock.
+    locked = _open_lock.acquire(timeout=1.0)
+    try:
         repls = list(_open)
         _open.clear()
+    finally:
+        if locked:
+            _open_lock.release()
     for repl in repls:
         try:
             repl.shutdown()
