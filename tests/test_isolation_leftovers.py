@@ -186,7 +186,8 @@ def test_sigterm_still_ends_the_program_when_a_shutdown_hangs(tmp_path):
             def shutdown(self):
                 threading.Event().wait()
 
-        leftovers.track_open(Stuck())
+        stuck = Stuck()  # (the registry holds REPLs weakly)
+        leftovers.track_open(stuck)
         print("ready", flush=True)
         time.sleep(60)
     """)
