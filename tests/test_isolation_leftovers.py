@@ -31,19 +31,22 @@ def test_leftovers_release_what_is_still_there_once_and_swallow_errors():
     assert sorted(calls) == ["a", "boom"]
 
 
-SCRIPT = textwrap.dedent("""
-    import json, os, sys
+#: A minimal isolated REPL on the worker process (the probe both host scripts below run).
+PROBE = textwrap.dedent("""
+    import json, os, sys, time
     from rlm.isolation.repl import WORKER_FILE, IsolatedREPL, WorkerProcess
     from rlm_testkit.environments import RecordingHost
 
     class Local(IsolatedREPL):
-        environment_name = "leftover-probe"
-
         def _launch(self, run_dir, secret):
             self._worker_ctx_dir = os.path.join(run_dir, "ctx")
             self.proc = WorkerProcess([sys.executable, "-I", "-S", WORKER_FILE, "--stdio"],
                                       env={"RLM_WORKER_SECRET": secret.decode()})
             return self.proc
+""")
+
+SCRIPT = PROBE + textwrap.dedent("""
+    Local.environment_name = "leftover-probe"
 
     repl = Local(memory_limit=None)
     repl.start(RecordingHost(), {})
@@ -130,19 +133,8 @@ def test_host_identity_tells_a_dead_host_from_a_live_one():
     assert not host_is_gone("")
 
 
-SIGTERMED = textwrap.dedent("""
-    import json, os, sys, time
-    from rlm.isolation.repl import WORKER_FILE, IsolatedREPL, WorkerProcess
-    from rlm_testkit.environments import RecordingHost
-
-    class Local(IsolatedREPL):
-        environment_name = "sigterm-probe"
-
-        def _launch(self, run_dir, secret):
-            self._worker_ctx_dir = os.path.join(run_dir, "ctx")
-            self.proc = WorkerProcess([sys.executable, "-I", "-S", WORKER_FILE, "--stdio"],
-                                      env={"RLM_WORKER_SECRET": secret.decode()})
-            return self.proc
+SIGTERMED = PROBE + textwrap.dedent("""
+    Local.environment_name = "sigterm-probe"
 
     repl = Local(memory_limit=None)
     repl.start(RecordingHost(), {})
