@@ -81,10 +81,11 @@ def test_run_verbose_progress_goes_to_stderr():
 
 
 def test_run_unknown_backend_is_actionable():
-    # A name the project publishes but that this run does not load: the pip line is given.
+    # Installed but disabled: the error says how to enable it, not how to install it.
     out = run("run", "q", "--backend", "anthropic", env={"RLM_DISABLE_PLUGINS": "rlm-backend-anthropic"})
     assert out.returncode == 2
-    assert "pip install rlm-backend-anthropic" in out.stderr
+    assert "disabled" in out.stderr and "remove rlm-backend-anthropic from it" in out.stderr
+    assert "RLM_DISABLE_PLUGINS" in out.stderr and "pip install" not in out.stderr
     out = run("run", "q", "--backend", "no-such-backend")
     assert out.returncode == 2 and "rlm plugins" in out.stderr
 

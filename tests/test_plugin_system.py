@@ -635,7 +635,7 @@ def test_allow_list_and_empty_allow_list(fake_entry_points, clean_plugin_env):
     clean_plugin_env.setenv("RLM_LOAD_PLUGINS", "")
     pm = PluginManager()
     assert pm.loaded == [] and sorted(pm.skipped) == ["a", "b"] and b.load_calls == 1
-    with pytest.raises(UnknownPluginError, match="not loaded because of RLM_LOAD_PLUGINS"):
+    with pytest.raises(UnknownPluginError, match="installed but disabled: a: not in RLM_LOAD_PLUGINS"):
         pm.entry("backend", "a")
 
 
@@ -680,3 +680,23 @@ def test_same_entry_point_name_in_two_distributions_gets_distinct_names(fake_ent
     pm = PluginManager()
     assert [p.name for p in pm.loaded] == ["plug", "dist-two:plug"]
     assert pm.entry("backend", "two").plugin == "dist-two:plug"
+
+
+def test_disabled_plugins_are_listed_with_the_way_to_enable_them(tmp_path):
+    """`rlm plugins` shows a plugin kept out by RLM_DISABLE_PLUGINS, and asking for its backend
+    says how to enable it, not how to install it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RLM_DISABLE_PLUGINS": "vllm", "RLM_USER_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "rlm", "plugins"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode == 0
+    [line] = [ln for ln in out.stdout.splitlines() if ln.startswith("vllm ")]
+    assert "DISABLED" in line and "remove vllm from it to enable" in line
+    run = subprocess.run([sys.executable, "-m", "rlm", "-b", "vllm", "hi"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert run.returncode == 2
+    assert "disabled" in run.stderr and "RLM_DISABLE_PLUGINS" in run.stderr
+    assert "pip install" not in run.stderr

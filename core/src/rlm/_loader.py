@@ -210,6 +210,33 @@ def describe_validation_error(exc: pluggy.PluginValidationError) -> str:
             f"(for example `def rlm_register_backends(registrar): ...`).").replace("\n", " ")
 
 
+def skip_reason(name: str, dist: str | None) -> str | None:
+    """Why the plugin ``name`` (from ``dist``) is not loaded, with how to enable it; None when
+    it is. One definition for the loader, ``rlm plugins`` and the unknown-plugin error."""
+    allow = _split_env("RLM_LOAD_PLUGINS")
+    if allow is not None and not _matches(allow, name, dist):
+        return f"not in RLM_LOAD_PLUGINS (add {name} to it, or unset it, to enable)"
+    deny = _split_env("RLM_DISABLE_PLUGINS") or set()
+    if _matches(deny, name, dist):
+        listed = name if _matches(deny, name, None) else dist
+        return f"listed in RLM_DISABLE_PLUGINS (remove {listed} from it to enable)"
+    return None
+
+
+def disabled_plugins(group: str = ENTRY_POINT_GROUP) -> list[dict[str, Any]]:
+    """The installed plugins the allow and deny lists keep from loading, with the reason (read
+    from the distributions' metadata: nothing is imported)."""
+    rows = []
+    for ep in iter_entry_points(group):
+        dist, version = _dist_of(ep)
+        reason = skip_reason(ep.name, dist)
+        if reason is not None:
+            rows.append({"name": ep.name, "distribution": dist, "version": version,
+                         "entry_point": ep.value, "hooks": [], "registered": {},
+                         "status": "disabled", "reason": reason})
+    return rows
+
+
 def load_entry_points(pm: pluggy.PluginManager, *, group: str = ENTRY_POINT_GROUP,
                       strict: bool = False, trace: bool = False
                       ) -> tuple[list[LoadedPlugin], list[LoadFailure], list[str]]:
@@ -218,24 +245,17 @@ def load_entry_points(pm: pluggy.PluginManager, *, group: str = ENTRY_POINT_GROU
     Returns ``(loaded, failed, skipped_names)``. In strict mode the first failure raises
     :class:`PluginError` (after rolling back that plugin).
     """
-    allow = _split_env("RLM_LOAD_PLUGINS")
-    deny = _split_env("RLM_DISABLE_PLUGINS") or set()
     loaded: list[LoadedPlugin] = []
     failed: list[LoadFailure] = []
     skipped: list[str] = []
     for ep in iter_entry_points(group):
         dist, version = _dist_of(ep)
-        if allow is not None and not _matches(allow, ep.name, dist):
+        reason = skip_reason(ep.name, dist)
+        if reason is not None:
             skipped.append(ep.name)
             if trace:
-                print(f"rlm: skipped plugin {ep.name} ({_describe(dist, version)}): not in "
-                      f"RLM_LOAD_PLUGINS", file=sys.stderr)
-            continue
-        if _matches(deny, ep.name, dist):
-            skipped.append(ep.name)
-            if trace:
-                print(f"rlm: skipped plugin {ep.name} ({_describe(dist, version)}): listed in "
-                      f"RLM_DISABLE_PLUGINS", file=sys.stderr)
+                print(f"rlm: skipped plugin {ep.name} ({_describe(dist, version)}): {reason}",
+                      file=sys.stderr)
             continue
         plugin_name = ep.name
         if pm.has_plugin(plugin_name) or pm.is_blocked(plugin_name):

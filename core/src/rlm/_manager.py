@@ -296,9 +296,13 @@ class PluginManager:
                              f"provide it failed to load: {f.error}.")
                 break
         if self.skipped:
-            hints.append("These plugins were not loaded because of RLM_LOAD_PLUGINS / "
-                         f"RLM_DISABLE_PLUGINS: {', '.join(self.skipped)}.")
-        hints.append(_install_hint(kind, name))
+            from ._loader import disabled_plugins
+
+            why = "; ".join(f"{r['name']}: {r['reason']}" for r in disabled_plugins()
+                            if r["name"] in self.skipped)
+            hints.append(f"These plugins are installed but disabled: {why or ', '.join(self.skipped)}.")
+        if name not in self.skipped:  # a disabled plugin is installed: enabling it is the fix
+            hints.append(_install_hint(kind, name))
         raise UnknownPluginError(KIND_LABELS[kind], name, reg.names(), " ".join(hints),
                                  plural=KIND_PLURALS[kind])
 
@@ -332,7 +336,8 @@ class PluginManager:
         """One row per plugin: distribution, version, hooks, names registered, status.
 
         ``status`` is ``"ok"``, ``"partial"`` (loaded, but a registration hook raised: see
-        ``error``) or ``"failed"`` (could not be loaded at all: see ``error``). Rows of plugins
+        ``error``), ``"failed"`` (could not be loaded at all: see ``error``) or ``"disabled"``
+        (kept out by RLM_LOAD_PLUGINS / RLM_DISABLE_PLUGINS: see ``reason``). Rows of plugins
         involved in a name clash carry ``conflicts``.
         """
         registered: dict[str, dict[str, list[str]]] = {}
@@ -370,6 +375,10 @@ class PluginManager:
             rows.append({"name": f.name, "distribution": f.distribution, "version": f.version,
                          "entry_point": f.entry_point, "hooks": [], "registered": {},
                          "status": "failed", "error": f.error})
+        if self.skipped:
+            from ._loader import disabled_plugins
+
+            rows.extend(r for r in disabled_plugins() if r["name"] in self.skipped)
         return rows
 
 

@@ -253,6 +253,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         if row["status"] == "failed":
             print(f"{row['name']}  ({dist})  FAILED: {row.get('error')}")
             continue
+        if row["status"] == "disabled":
+            print(f"{row['name']}  ({dist})  DISABLED: {row.get('reason')}")
+            continue
         status = f"  PARTIAL: {row.get('error')}" if row["status"] == "partial" else ""
         print(f"{row['name']}  ({dist}){status}")
         if row.get("hooks"):
