@@ -700,3 +700,27 @@ def test_disabled_plugins_are_listed_with_the_way_to_enable_them(tmp_path):
     assert run.returncode == 2
     assert "disabled" in run.stderr and "RLM_DISABLE_PLUGINS" in run.stderr
     assert "pip install" not in run.stderr
+
+
+def test_strict_mode_stops_with_one_line_that_does_not_say_skipped(tmp_path):
+    """RLM_STRICT_PLUGINS: a plugin that fails at import ends `rlm plugins` with exit 1 and one
+    line naming the plugin, its distribution, strict mode and the fix, with no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    pkg = tmp_path / "site" / "brokenprobe"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise ImportError('boom at import')\n")
+    dist = tmp_path / "site" / "rlm_broken_probe-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: rlm-broken-probe\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[rlm]\nbroken = brokenprobe\n")
+    env = {**os.environ, "RLM_STRICT_PLUGINS": "1", "RLM_USER_DIR": str(tmp_path),
+           "PYTHONPATH": str(tmp_path / "site")}
+    out = subprocess.run([sys.executable, "-m", "rlm", "plugins"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode == 1
+    [line] = out.stderr.strip().splitlines()
+    assert "'broken'" in line and "rlm-broken-probe" in line and "RLM_STRICT_PLUGINS" in line
+    assert "skipped" not in line and "Traceback" not in out.stderr

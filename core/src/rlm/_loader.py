@@ -295,8 +295,11 @@ def load_entry_points(pm: pluggy.PluginManager, *, group: str = ENTRY_POINT_GROU
             if trace:
                 print(f"rlm: failed plugin {ep.name} ({_describe(dist, version)}): {err}",
                       file=sys.stderr)
-            if strict:
-                raise PluginError(message, distribution=dist, plugin=ep.name) from exc
+            if strict:  # one line: what failed, that strict mode stopped on it, and the fix
+                raise PluginError(
+                    f"plugin {ep.name!r} from {_describe(dist, version)} (entry point {ep.name} "
+                    f"= {ep.value}) failed to load, and RLM_STRICT_PLUGINS is set: {err}. {fix}",
+                    distribution=dist, plugin=ep.name) from None
             warnings.warn(message, RLMPluginWarning, stacklevel=external_stacklevel())
             continue
         dt = time.perf_counter() - t0
