@@ -198,10 +198,10 @@ class InlineWorker:
         data = self.received.pop(os.path.basename(path), None)
         if data is None:
             value = W.load_file(path, fmt)
-        elif fmt == "json":
-            value = json.loads(data)
+        elif fmt == "json":  # written with surrogatepass (rlm.isolation.repl.context_chunks)
+            value = json.loads(data.decode("utf-8", "surrogatepass"))
         else:
-            value = data.decode("utf-8")
+            value = data.decode("utf-8", "surrogatepass")
         del data  # one copy in memory: the decoded value
         core = self.core
         core.bind(["context_%d" % index] + (["context"] if index == 0 else []), value)
