@@ -64,7 +64,9 @@ def run_one(env: str, scenario: str) -> dict[str, object]:
             return next(turns)
         return "ok"
 
-    kwargs = {"memory_limit": "3g"} if env != "local" else {}
+    kwargs: dict[str, object] = {"memory_limit": "3g"} if env != "local" else {}
+    if env == "docker":  # the image scripts/ci/docker.sh builds offline (no registry here)
+        kwargs["image"] = os.environ.get("RLM_DOCKER_IMAGE", "rlm-python:3.11-local")
     rlm = RLM(backend="scripted", backend_kwargs={"responder": respond}, environment=env,
               environment_kwargs=kwargs, max_iterations=3,
               plugin_manager=isolated_plugin_manager(plugins[env], first_party=("scripted",)))
