@@ -351,20 +351,33 @@ def test_concurrent_completions_never_swap_output(server):
         assert out.splitlines() == [f"MARK{k}"] * 200
 
 
-def test_unknown_backend_lists_installed_and_pip_line(monkeypatch):
-    # A backend the project publishes, not installed here (disabled for this manager).
+def test_unknown_backend_lists_installed_and_pip_line():
+    # A backend the project publishes, not installed here (a manager that sees only first-party
+    # plugins): the error lists what is installed and gives the pip line.
+    from rlm_testkit.helpers import isolated_plugin_manager
+
+    with pytest.raises(rlm.UnknownPluginError) as info:
+        RLM(backend="anthropic", plugin_manager=isolated_plugin_manager(
+            first_party=("local", "scripted")))
+    msg = str(info.value)
+    assert "scripted" in msg and "pip install rlm-backend-anthropic" in msg
+
+
+def test_a_disabled_backend_says_how_to_enable_it_not_to_install_it(monkeypatch):
     monkeypatch.setenv("RLM_DISABLE_PLUGINS", "rlm-backend-anthropic")
     with pytest.raises(rlm.UnknownPluginError) as info:
         RLM(backend="anthropic", plugin_manager=rlm.PluginManager())
     msg = str(info.value)
-    assert "openai" in msg and "scripted" in msg and "pip install rlm-backend-anthropic" in msg
+    assert "openai" in msg and "scripted" in msg and "pip install" not in msg
+    assert "remove rlm-backend-anthropic from it to enable" in msg
 
 
-def test_unknown_environment_names_the_fix(monkeypatch):
-    monkeypatch.setenv("RLM_DISABLE_PLUGINS", "rlm-env-docker")
+def test_unknown_environment_names_the_fix():
+    from rlm_testkit.helpers import isolated_plugin_manager
+
     with pytest.raises(rlm.UnknownPluginError, match="pip install rlm-env-docker"):
         RLM(backend="scripted", backend_kwargs={"replies": []}, environment="docker",
-            plugin_manager=rlm.PluginManager())
+            plugin_manager=isolated_plugin_manager(first_party=("local", "scripted")))
 
 
 def test_depth_two_spawns_a_child_with_its_own_repl(server):

@@ -16,8 +16,8 @@ ECHO_REASON = ("IPython echoes a cell's last expression: the kit's last line "
                "that exact output, and the kit's exact one with ast_node_interactivity='none'")
 SURROGATE_REASON = ("the Jupyter protocol carries a kernel's output as UTF-8 JSON: ipykernel "
                     "replaces a lone surrogate (U+D800-U+DFFF) on stdout with U+FFFD, and one on "
-                    "stderr can leave the cell's reply unsent (the kit's check then waits forever); "
-                    "known deviation of ipython-kernel, not run")
+                    "stderr can leave the cell's reply unsent (the kit's check then waits forever): "
+                    "a known deviation of ipython-kernel, declared and not run")
 _SAME_USER = ("the kernel is an ordinary subprocess of the host, as the host's user with the host's "
               "environment and filesystem: not a security boundary")
 # These only search the cell's own process memory for the host's key: the kernel is another
@@ -34,8 +34,9 @@ class TestKernelConformance(EnvironmentTests):
     def test_output_is_captured(self, env: Any) -> None:
         super().test_output_is_captured(env)
 
+    @pytest.mark.xfail(reason=SURROGATE_REASON, run=False)
     def test_lone_surrogates_cross_and_the_repl_survives(self, env: Any) -> None:
-        pytest.skip(SURROGATE_REASON)
+        super().test_lone_surrogates_cross_and_the_repl_survives(env)
 
 
 class TestKernelEscapes(EscapeTests):
