@@ -328,7 +328,17 @@ class RayExecutor:
     def _init(self, ray: Any, target: cluster.Target | None, address: str | None,
               kwargs: dict[str, Any]) -> None:
         try:
-            ray.init(address=address, **kwargs)
+            for attempt in range(3):
+                try:
+                    ray.init(address=address, **kwargs)
+                    break
+                except ConnectionAbortedError as exc:
+                    # Ray Client's proxy answers "Initialization failure from server" while the
+                    # server it starts for this client is still coming up: a passing state,
+                    # tried again twice (1 s, 2 s) before it is reported.
+                    if attempt == 2 or "Initialization failure" not in str(exc):
+                        raise
+                    time.sleep(1.0 + attempt)
         except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
             where = f"the Ray cluster at {target.address!r}" if target else "a local Ray cluster"
             versions = cluster.version_mismatch_from(exc)
