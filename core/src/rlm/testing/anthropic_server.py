@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .openai_server import (DEFAULT_STALL_SECONDS, OpenAICompatibleServer, Reply,
-                            _default_error_message, _Handler, _Headers,
+                            _default_error_message, _Handler,
                             _ScriptExhausted, estimate_tokens)
 
 __all__ = ["AnthropicCompatibleServer", "AnthropicReply"]
@@ -214,11 +214,7 @@ class AnthropicCompatibleServer(OpenAICompatibleServer):
 
     def _chat(self, handler: Any, body: dict[str, Any], deployment: str | None, path: str) -> None:
         del deployment
-        with self._lock:
-            self.requests.append(body)
-            self.headers.append(_Headers(handler.headers.items()))
-            self.paths.append(path)
-            fault = self._faults.popleft() if self._faults else None
+        fault = self._take_request(handler, body, path)
 
         if self._answer_fault(handler, fault):
             return

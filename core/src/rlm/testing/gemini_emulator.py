@@ -45,7 +45,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .openai_server import (DEFAULT_STALL_SECONDS, Fault, OpenAICompatibleServer, Reply,
-                            _Handler, _Headers, _ScriptExhausted, estimate_tokens)
+                            _Handler, _ScriptExhausted, estimate_tokens)
 
 __all__ = ["GeminiEmulator", "GeminiReply", "gemini_error_body"]
 
@@ -345,11 +345,7 @@ class GeminiEmulator(OpenAICompatibleServer):
         return super()._answer_fault(handler, fault)
 
     def _generate(self, handler: Any, body: dict[str, Any], stream: bool, path: str) -> None:
-        with self._lock:
-            self.requests.append(body)
-            self.headers.append(_Headers(handler.headers.items()))
-            self.paths.append(path)
-            fault = self._faults.popleft() if self._faults else None
+        fault = self._take_request(handler, body, path)
 
         if self._answer_fault(handler, fault):
             return

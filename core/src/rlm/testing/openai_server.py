@@ -562,12 +562,17 @@ class OpenAICompatibleServer:
             return True
         return False
 
-    def _chat(self, handler: _Handler, body: dict[str, Any], deployment: str | None, path: str) -> None:
+    def _take_request(self, handler: Any, body: dict[str, Any], path: str) -> Fault | None:
+        """Record a request (body, headers, path) and take the next scripted fault, if any.
+        Every server of this module (OpenAI, Anthropic, the Gemini emulator) calls it first."""
         with self._lock:
             self.requests.append(body)
             self.headers.append(_Headers(handler.headers.items()))
             self.paths.append(path)
-            fault = self._faults.popleft() if self._faults else None
+            return self._faults.popleft() if self._faults else None
+
+    def _chat(self, handler: _Handler, body: dict[str, Any], deployment: str | None, path: str) -> None:
+        fault = self._take_request(handler, body, path)
 
         if self._answer_fault(handler, fault):
             return
