@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_backend_overhead.py [--messages 200] [--rounds 9] [--calls 10]
 
-Each backend talks to a scripted server of its wire format (rlm.testing's OpenAI-compatible or
+Each backend talks to a scripted server of its wire format (rlm_testkit.servers's OpenAI-compatible or
 Anthropic server) running in a child process, so client and server do not share a GIL. The
 baseline for each backend is ``httpx.Client`` posting the same JSON body the backend sends (the
 OpenAI body, or the translated Anthropic body) to the same server over a kept-alive connection.
@@ -21,7 +21,7 @@ import time
 
 SERVER_CODE = r"""
 import sys
-from rlm.testing import AnthropicCompatibleServer, OpenAICompatibleServer, Reply
+from rlm_testkit.servers import AnthropicCompatibleServer, OpenAICompatibleServer, Reply
 cls = AnthropicCompatibleServer if sys.argv[1] == "anthropic" else OpenAICompatibleServer
 srv = cls(responder=lambda m, b: Reply("ok", prompt_tokens=1000, completion_tokens=1)).start()
 print(srv.port, flush=True)

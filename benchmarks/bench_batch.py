@@ -4,7 +4,7 @@ the threads executor versus the ray executor (a local 2-CPU cluster) on this mac
     .venv/bin/python benchmarks/bench_batch.py [--lines 200] [--latency 0.1] [--concurrency 16]
 
 Each line is a real RLM run (one root turn that sets the answer in the local REPL) over the real
-openai backend against rlm.testing.OpenAICompatibleServer on 127.0.0.1. Prints the wall time of
+openai backend against rlm_testkit.servers.OpenAICompatibleServer on 127.0.0.1. Prints the wall time of
 each executor; for Ray also the cluster start-up, which a batch pays once.
 """
 
@@ -31,7 +31,7 @@ def main() -> None:
     a = ap.parse_args()
 
     import rlm
-    from rlm.testing import OpenAICompatibleServer
+    from rlm_testkit.servers import OpenAICompatibleServer
 
     items = [{"prompt": "x" * (i + 1)} for i in range(a.lines)]
     with OpenAICompatibleServer(responder=responder, latency=a.latency) as srv:

@@ -33,7 +33,7 @@ SERVER = """
 import sys, time
 sys.path.insert(0, {here!r})
 from compare_rlms import ScenarioServer
-from rlm.testing import OpenAICompatibleServer
+from rlm_testkit.servers import OpenAICompatibleServer
 with OpenAICompatibleServer(responder=ScenarioServer(), model="bench-model") as srv:
     print(srv.base_url, flush=True)
     sys.stdin.read()

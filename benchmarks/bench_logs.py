@@ -79,8 +79,8 @@ def main() -> None:
             rows = list_runs(db, **kw)
             print(f"in-process list_runs ({label}): {(time.perf_counter() - t) * 1000:.1f} ms, {len(rows):,} rows")
         rlm = [sys.executable, "-m", "rlm"]
-        base, _ = timed([sys.executable, "-c", "import rlm.cli"], env, args.repeat)
-        print(f"python -c 'import rlm.cli' (start-up floor): {base * 1000:.0f} ms")
+        base, _ = timed([sys.executable, "-c", "import rlm_cli.cli"], env, args.repeat)
+        print(f"python -c 'import rlm_cli.cli' (start-up floor): {base * 1000:.0f} ms")
         for label, extra in (("rlm logs", []), ("rlm logs -n 0 (all)", ["-n", "0"]),
                              ("rlm logs --model mini --status ok", ["--model", "mini", "--status", "ok"]),
                              ("rlm logs --since 1d", ["--since", "1d"]),

@@ -4,7 +4,7 @@ Run on demand (not part of the test suite):
 
     .venv/bin/python benchmarks/bench_openai_overhead.py [--messages 200] [--rounds 15] [--calls 20]
 
-The scripted server (rlm.testing.OpenAICompatibleServer) runs in a child process, so client and
+The scripted server (rlm_testkit.servers.OpenAICompatibleServer) runs in a child process, so client and
 server do not share a GIL. Every variant sends the same request body to the same server over a
 kept-alive connection; the variants are interleaved round by round and the median per-call time
 of each is reported, with the difference to raw httpx (the same JSON body posted with
@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 SERVER_CODE = r"""
 import sys, time
-from rlm.testing import OpenAICompatibleServer, Reply
+from rlm_testkit.servers import OpenAICompatibleServer, Reply
 latency = float(sys.argv[1])
 srv = OpenAICompatibleServer(responder=lambda m, b: Reply("ok", prompt_tokens=1000, completion_tokens=1),
                              latency=latency).start()

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_ray.py [--lines 60] [--concurrency 8] [--context-mb 4]
 
 Throughput: a batch of ``--lines`` real RLM lines (one root turn that answers from the local
-REPL, the openai backend against rlm.testing.OpenAICompatibleServer on 127.0.0.1 with no model
+REPL, the openai backend against rlm_testkit.servers.OpenAICompatibleServer on 127.0.0.1 with no model
 latency, so only rlm's and the executor's own work counts) on the ``threads`` executor and on a
 private 2-CPU Ray cluster. Per core: lines per wall second divided by the machine's cores, and
 for threads also lines per CPU second (the driver's CPU time, the model server included), which
@@ -79,7 +79,7 @@ def main() -> None:
 
     import ray
 
-    from rlm.testing import OpenAICompatibleServer
+    from rlm_testkit.servers import OpenAICompatibleServer
     from rlm_executor_ray.executor import RayExecutor
 
     cores = os.cpu_count() or 1
@@ -116,7 +116,7 @@ def main() -> None:
         print(f"task start: {serial * 1e3:.2f} ms per empty task one at a time, "
               f"{parallel * 1e3:.2f} ms each with 200 in flight")
 
-        from rlm._batch import _line_settings
+        from rlm_cli.batching import _line_settings
 
         job = {"index": 0, "line": 1, "id": None, "sha": "0" * 16, "prompt": "x" * 100,
                "root_prompt": None, "settings": _line_settings(settings, {}, set())}

@@ -28,7 +28,7 @@ import time
 
 SERVER_CODE = r"""
 import sys, re, time
-from rlm.testing import OpenAICompatibleServer
+from rlm_testkit.servers import OpenAICompatibleServer
 
 SCRIPTS = {
     "turns": lambda k: "FINAL(done)" if k >= 20 else "```repl\nx = 1\n```",

@@ -7,7 +7,7 @@ The model is the scripted backend answering at once (``FINAL('42')``: one turn, 
 what is measured is the framework around one turn:
 
 * in-process, one RLM reused for every call;
-* in-process, a fresh RLM per call (``rlm.surface.ProfileRun``: what the server does per request);
+* in-process, a fresh RLM per call (``rlm_cli.surface.ProfileRun``: what the server does per request);
 * ``rlm serve`` in a child process (its own GIL), the ``openai`` SDK as the client, plain and
   streamed, runs not logged (``--no-log``), one kept-alive connection.
 
@@ -84,7 +84,7 @@ def main() -> None:
     import openai
 
     from rlm import RLM
-    from rlm.surface import Profile, ProfileRun, load_profiles
+    from rlm_cli.surface import Profile, ProfileRun, load_profiles
 
     user = Path(tempfile.mkdtemp(prefix="rlm-bench-serve-"))
     (user / "config.toml").write_text(config(args.latency))

@@ -5,7 +5,7 @@
 
 Flags are documented in ``benchmarks/README.md``. The script installs `rlms==0.1.3` into its own
 virtual environment (`benchmarks/.venv-rlms`, made with uv on first use), starts one
-OpenAI-compatible server on 127.0.0.1 (rlm.testing's, in this process: its replies come from the
+OpenAI-compatible server on 127.0.0.1 (rlm_testkit.servers's, in this process: its replies come from the
 scenario script below, sub-calls can be given a fixed latency), and runs every scenario in a fresh
 interpreter of each library, alternating rlm / rlms round by round. It prints a table of medians
 and the ratio rlms/rlm per scenario and writes the table as JSON.
@@ -231,7 +231,7 @@ def main() -> int:
         args.rounds, args.big_mb, args.leak_completions = 1, "20", 50
     sizes = [float(s) for s in str(args.big_mb).split(",") if s.strip()]
     sys.path.insert(0, str(ROOT / "core" / "src"))
-    from rlm.testing import OpenAICompatibleServer
+    from rlm_testkit.servers import OpenAICompatibleServer
 
     libs = {"rlm": str(ROOT / ".venv" / "bin" / "python"), "rlms": str(ensure_rlms())}
     wanted = args.only or [*SCENARIOS, "leak", "startup"]

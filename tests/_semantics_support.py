@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from rlm import RLM
-from rlm.testing import OpenAICompatibleServer, Reply
+from rlm_testkit.servers import OpenAICompatibleServer, Reply
 
 _CTX = re.compile(r"is a (\w+) with (\d+) total characters")
 

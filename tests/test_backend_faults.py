@@ -19,7 +19,7 @@ import pytest
 from rlm.exceptions import (AuthenticationError, BackendConnectionError, BackendTimeoutError,
                             BadResponseError, RateLimitError, ServerError)
 from rlm.protocols import Backend
-from rlm.testing import AnthropicCompatibleServer, Fault, OpenAICompatibleServer, Reply
+from rlm_testkit.servers import AnthropicCompatibleServer, Fault, OpenAICompatibleServer, Reply
 
 KEY = "sk-matrix-SECRET-0123456789abcdef"
 MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]

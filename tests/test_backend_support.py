@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from rlm.exceptions import (AuthenticationError, BackendError, BackendTimeoutError,
                             ConfigurationError, ContextWindowExceededError, RateLimitError,
                             ServerError)
-from rlm.plugin import (PriceTable, RetryPolicy, Secret, error_for_status, estimated_usage,
-                        lookup_model, missing_key_error, redact, register_prices)
+from rlm_backend_support import (PriceTable, RetryPolicy, Secret, error_for_status,
+    estimated_usage, lookup_model, missing_key_error, redact, register_prices)
 
 
 @given(st.integers(0, 40), st.floats(0, 10), st.floats(0, 100))

@@ -13,8 +13,8 @@ from hypothesis import given, settings, strategies as st
 
 import rlm
 from rlm import RLM, BudgetExceededError, ConfigurationError
-from rlm._batch import OutputFile, read_items
-from rlm.cli import main
+from rlm_cli.batching import OutputFile, read_items
+from rlm_cli.cli import main
 
 CALLS: list[str] = []
 _lock = threading.Lock()
@@ -148,7 +148,7 @@ def test_output_file_keeps_complete_records_through_a_torn_write(tmp_path_factor
 
 
 def test_cli_batch_against_a_real_http_model(tmp_path):
-    from rlm.testing import OpenAICompatibleServer
+    from rlm_testkit.servers import OpenAICompatibleServer
 
     def responder(messages, body):
         n = re.search(r"with (\d+) total characters", messages[1]["content"]).group(1)

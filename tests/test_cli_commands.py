@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from rlm._cli_input import cli_words
-from rlm.testing import OpenAICompatibleServer
+from rlm_cli._input import cli_words
+from rlm_testkit.servers import OpenAICompatibleServer
 
 RLM_EXE = str(Path(sys.executable).with_name("rlm"))
 

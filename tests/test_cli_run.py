@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rlm.testing import OpenAICompatibleServer
+from rlm_testkit.servers import OpenAICompatibleServer
 
 RLM_EXE = str(Path(sys.executable).with_name("rlm"))
 FINAL = "```repl\nanswer.update(content=str(len(context)), ready=True)\n```"
@@ -176,7 +176,7 @@ def test_json_success_has_status_and_run_id(home: Path):
 
 
 def test_json_error_object_on_failure(home: Path, server: OpenAICompatibleServer):
-    from rlm.testing import Fault
+    from rlm_testkit.servers import Fault
 
     for _ in range(10):
         server.inject(Fault("status", status=401, body="bad key"))

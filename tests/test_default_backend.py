@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlm import RLM
-from rlm._defaults import EMBEDDED_BACKEND, choose_backend, config_path, read_config
+from rlm.config import EMBEDDED_BACKEND, choose_backend, config_path, read_config
 from rlm._manager import PluginManager
 from rlm.exceptions import ConfigurationError
 from rlm.plugin import hookimpl

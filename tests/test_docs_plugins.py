@@ -57,13 +57,13 @@ def test_the_kit_imports_the_texts_rather_than_copying_them() -> None:
 
 
 def test_workers_that_cannot_import_rlm_still_say_each_text() -> None:
-    for where in ("core/src/rlm/isolation/worker.py", "plugins/src/rlm_plugins/local",
+    for where in ("libs/isolation/src/rlm_isolation/worker.py", "plugins/src/rlm_plugins/local",
                   "docs/examples/rlm-example-plugin/src/rlm_example"):
         path = ROOT / where
         text = "".join(p.read_text() for p in ([path] if path.is_file() else path.glob("*.py")))
         for name in ("INPUT_REFUSED", "TRUNCATED", "TIME_LIMIT", "CANCELLED"):
             assert getattr(contract, name) in text, f"{where} lost the text of {name}"
-    worker = (ROOT / "core/src/rlm/isolation/worker.py").read_text()
+    worker = (ROOT / "libs/isolation/src/rlm_isolation/worker.py").read_text()
     assert contract.variable_not_found("%s") in worker  # the worker formats it with %
 
 

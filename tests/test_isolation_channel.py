@@ -1,4 +1,4 @@
-"""The worker channel (rlm.isolation): framing, authentication, untrusted frames."""
+"""The worker channel (rlm_isolation): framing, authentication, untrusted frames."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlm.isolation import worker as W
-from rlm.isolation.channel import Channel, new_secret
-from rlm.isolation.repl import _defines, context_chunks, tool_specs
+from rlm_isolation import worker as W
+from rlm_isolation.channel import Channel, new_secret
+from rlm_isolation.repl import _defines, context_chunks, tool_specs
 from rlm.exceptions import ConfigurationError
 
 json_values = st.recursive(

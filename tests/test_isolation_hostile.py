@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from rlm.isolation.repl import WORKER_FILE, IsolatedREPL, WorkerProcess
-from rlm.isolation.streams import PARTIAL_CHARS
+from rlm_isolation.repl import WORKER_FILE, IsolatedREPL, WorkerProcess
+from rlm_isolation.streams import PARTIAL_CHARS
 from rlm.types import EnvironmentCapabilities
 
 

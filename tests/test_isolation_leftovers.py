@@ -10,7 +10,7 @@ import sys
 import textwrap
 import time
 
-from rlm.isolation.leftovers import Leftovers
+from rlm_isolation.leftovers import Leftovers
 
 
 def test_leftovers_release_what_is_still_there_once_and_swallow_errors():
@@ -34,7 +34,7 @@ def test_leftovers_release_what_is_still_there_once_and_swallow_errors():
 #: A minimal isolated REPL on the worker process (the probe both host scripts below run).
 PROBE = textwrap.dedent("""
     import json, os, sys, time
-    from rlm.isolation.repl import WORKER_FILE, IsolatedREPL, WorkerProcess
+    from rlm_isolation.repl import WORKER_FILE, IsolatedREPL, WorkerProcess
     from rlm_testkit.environments import RecordingHost
 
     class Local(IsolatedREPL):
@@ -80,7 +80,7 @@ def test_an_open_repl_is_shut_down_when_the_program_ends(tmp_path):
 
 OWNER = textwrap.dedent("""
     import json, os, sys, time
-    from rlm.isolation.leftovers import make_run_dir
+    from rlm_isolation.leftovers import make_run_dir
     path, fd = make_run_dir("rlm-probe-")
     print(json.dumps({"path": path}), flush=True)
     time.sleep(60)
@@ -94,7 +94,7 @@ def _owner(tmp_path) -> tuple[subprocess.Popen, str]:
 
 
 def test_a_run_directory_is_private_and_kept_while_its_owner_lives(tmp_path):
-    from rlm.isolation.leftovers import OWNER_FILE, reap_run_dirs
+    from rlm_isolation.leftovers import OWNER_FILE, reap_run_dirs
 
     proc, path = _owner(tmp_path)
     try:
@@ -110,7 +110,7 @@ def test_a_run_directory_is_private_and_kept_while_its_owner_lives(tmp_path):
 
 
 def test_the_reaper_leaves_what_is_not_a_run_directory(tmp_path):
-    from rlm.isolation.leftovers import reap_run_dirs
+    from rlm_isolation.leftovers import reap_run_dirs
 
     (tmp_path / "rlm-not-a-run").mkdir()
     (tmp_path / "rlm-file").write_text("x")
@@ -120,7 +120,7 @@ def test_the_reaper_leaves_what_is_not_a_run_directory(tmp_path):
 
 
 def test_host_identity_tells_a_dead_host_from_a_live_one():
-    from rlm.isolation.leftovers import host_identity, host_is_gone
+    from rlm_isolation.leftovers import host_identity, host_is_gone
 
     assert not host_is_gone(host_identity())
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -172,7 +172,7 @@ def test_sigterm_still_ends_the_program_when_a_shutdown_hangs(tmp_path):
 
     script = textwrap.dedent("""
         import threading, time
-        from rlm.isolation import leftovers
+        from rlm_isolation import leftovers
 
         class Stuck:
             def shutdown(self):

@@ -1,4 +1,4 @@
-"""``rlm.isolation.streams``: the bounded stderr tail and the chunk stream the SDK-driven
+"""``rlm_isolation.streams``: the bounded stderr tail and the chunk stream the SDK-driven
 environments (text-line transport, Modal) build their worker processes on."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import threading
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from rlm.isolation.streams import LINE_CHARS, ChunkStream, StderrTail
-from rlm.isolation.worker import ProtocolError
+from rlm_isolation.streams import LINE_CHARS, ChunkStream, StderrTail
+from rlm_isolation.worker import ProtocolError
 
 TEXT = st.text(alphabet=st.sampled_from("ab\n\u00e9"), max_size=300)
 

@@ -1,4 +1,4 @@
-"""The text-line transport (worker ``--text`` + :class:`rlm.isolation.textstream.TextLineStream`)
+"""The text-line transport (worker ``--text`` + :class:`rlm_isolation.textstream.TextLineStream`)
 that cloud sandboxes use: frames survive any cutting of the text, foreign lines are kept as the
 worker's log, and the whole environment contract holds over it.
 """
@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlm.exceptions import RLMEnvironmentError
-from rlm.isolation import worker as W
-from rlm.isolation.repl import WORKER_FILE, IsolatedREPL
-from rlm.isolation.textstream import TextLineStream
+from rlm_isolation import worker as W
+from rlm_isolation.repl import WORKER_FILE, IsolatedREPL
+from rlm_isolation.textstream import TextLineStream
 from rlm.plugin import hookimpl
 from rlm.types import EnvironmentCapabilities
 from rlm_testkit.environments import EnvironmentTests, RecordingHost

@@ -14,7 +14,7 @@ import rlm
 from rlm import RLM
 from rlm.logger import RLMLogger
 from rlm.types import AnswerSource, RunStatus
-from rlm.testing import OpenAICompatibleServer, Reply
+from rlm_testkit.servers import OpenAICompatibleServer, Reply
 
 MODEL = "scripted-root"
 

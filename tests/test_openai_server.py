@@ -1,4 +1,4 @@
-"""Tests of rlm.testing.OpenAICompatibleServer: raw httpx, http.client and the real openai SDK."""
+"""Tests of rlm_testkit.servers.OpenAICompatibleServer: raw httpx, http.client and the real openai SDK."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rlm.testing import Fault, OpenAICompatibleServer, Reply, demo_responder, estimate_tokens
+from rlm_testkit.servers import Fault, OpenAICompatibleServer, Reply, demo_responder, estimate_tokens
 
 MSGS = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hi"}]
 

@@ -20,7 +20,7 @@ import rlm
 from rlm import RLM
 from rlm.events import SubcallCompleted
 from rlm.logger import RLMLogger
-from rlm.testing import OpenAICompatibleServer, Reply
+from rlm_testkit.servers import OpenAICompatibleServer, Reply
 
 from _semantics_support import (Ledger, child_threads, context_chars, is_rlm_turn, make_rlm,
                                 pending_tasks, repl, turn_no, wait_until)

@@ -16,7 +16,7 @@ import structlog
 import rlm
 from rlm import RLM
 from rlm.logger import RLMLogger
-from rlm.testing import OpenAICompatibleServer
+from rlm_testkit.servers import OpenAICompatibleServer
 
 from _semantics_support import context_chars, is_rlm_turn, make_rlm, repl, turn_no
 from rlm_plugins.sinks.jsonl import JSONLSink, read_events

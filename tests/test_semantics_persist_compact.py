@@ -12,7 +12,7 @@ from rlm import RLM
 from rlm._rlm import context_window, count_tokens
 from rlm.events import Compacted
 from rlm.exceptions import ContextWindowExceededError
-from rlm.testing import OpenAICompatibleServer
+from rlm_testkit.servers import OpenAICompatibleServer
 
 from _semantics_support import Ledger, make_rlm, openai_kwargs, repl, turn_no
 from rlm_plugins.compaction.recent import (CONTINUE_TEXT, SUMMARY_PREFIX, UPDATE_REQUEST,

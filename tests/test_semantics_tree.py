@@ -16,7 +16,7 @@ import pytest
 
 from rlm import RLM
 from rlm.logger import RLMLogger
-from rlm.testing import OpenAICompatibleServer
+from rlm_testkit.servers import OpenAICompatibleServer
 
 from _semantics_support import Ledger, context_chars, is_rlm_turn, make_rlm, openai_kwargs, repl
 

@@ -17,8 +17,8 @@ vllm           a server on 127.0.0.1:8000 (the snippet's    none
                replaced by the test server's
 =============  ===========================================  ===================================
 
-The servers are rlm.testing's scripted servers (OpenAI chat completions, or the Anthropic
-Messages API) answering with :func:`rlm.testing.demo_responder`, which drives a real RLM run: a
+The servers are rlm_testkit.servers's scripted servers (OpenAI chat completions, or the Anthropic
+Messages API) answering with :func:`rlm_testkit.servers.demo_responder`, which drives a real RLM run: a
 ``repl`` block that looks at ``context``, then one that sets the answer.
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from rlm.testing import AnthropicCompatibleServer, OpenAICompatibleServer, demo_responder
+from rlm_testkit.servers import AnthropicCompatibleServer, OpenAICompatibleServer, demo_responder
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "getting-started.md"
 

@@ -310,7 +310,7 @@ def _find_rows(node: Any, distribution: str) -> list[dict[str, Any]]:
 
 
 def test_cli_plugins_json_lists_the_distribution(installed):
-    pytest.importorskip("rlm.cli", reason="the CLI (rlm.cli) is not written yet")
+    pytest.importorskip("rlm_cli.cli", reason="the CLI (rlm_cli.cli) is not written yet")
     out = run_python("", {"RLM_DISABLE_PLUGINS": BROKEN_EP}, "-m", "rlm", "plugins", "--json")
     assert out.returncode == 0, out.stderr
     rows = _find_rows(json.loads(out.stdout), ECHO_DIST)

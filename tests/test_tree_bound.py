@@ -9,7 +9,7 @@ import time
 import pytest
 
 from rlm import RLM
-from rlm.testing import OpenAICompatibleServer
+from rlm_testkit.servers import OpenAICompatibleServer
 
 
 class Gauge:

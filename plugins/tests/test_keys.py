@@ -92,7 +92,7 @@ def test_load_dotenv_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyP
     env.write_text("RLM_TEST_DOTENV=loaded\n")
     monkeypatch.chdir(tmp_path)
     # Importing rlm (and building the CLI) reads no .env.
-    out = subprocess.run([sys.executable, "-c", "import rlm, rlm.keys, rlm.cli, os; "
+    out = subprocess.run([sys.executable, "-c", "import rlm, rlm.keys, rlm_cli.cli, os; "
                           "print(os.environ.get('RLM_TEST_DOTENV'))"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=30)
     assert out.stdout.strip() == "None"

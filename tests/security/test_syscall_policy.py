@@ -1,4 +1,4 @@
-"""One syscall policy (``rlm.isolation.seccomp``), applied by both the sandbox and docker.
+"""One syscall policy (``rlm_isolation.seccomp``), applied by both the sandbox and docker.
 
 What the filter does inside each environment is judged by the escape suite (the
 ``unprivileged-syscalls``, ``fork``, ``namespaces-and-mounts``... attempts); here: both
@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from rlm.isolation import seccomp
+from rlm_isolation import seccomp
 
 pyseccomp = pytest.importorskip("pyseccomp")
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ._manager import PluginManager, get_plugin_manager
     from ._rlm import RLM
     from .logger import RLMLogger
-    from ._batch import BatchReport, batch
+    from rlm_cli.batching import BatchReport, batch
     from .types import AnswerSource, RLMChatCompletion, RunStatus, UsageSummary
 
 _LAZY = {
@@ -35,13 +35,28 @@ _LAZY = {
     "ModelUsageSummary": (".types", "ModelUsageSummary"),
     "PluginManager": ("._manager", "PluginManager"),
     "get_plugin_manager": ("._manager", "get_plugin_manager"),
-    "batch": ("._batch", "batch"),
-    "BatchReport": ("._batch", "BatchReport"),
 }
+
+# ``rlm.batch`` is the batch runner of the rlm-cli distribution, looked up by name on first use
+# (the kernel does not import the CLI); without rlm-cli, the error says what to install.
+_FROM_CLI = {"batch", "BatchReport"}
 
 
 def __getattr__(name: str) -> Any:
     target = _LAZY.get(name)
+    if name in _FROM_CLI:
+        import importlib
+
+        try:
+            module = importlib.import_module("rlm_cli.batching")
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("rlm_cli", "rlm_cli.batching"):
+                raise
+            raise ImportError(f"rlm.{name} is in the rlm-cli distribution, which is not installed. "
+                              "Fix: pip install rlm-cli  (or pip install rlm)") from None
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
     if target is None:
         raise AttributeError(f"module 'rlm' has no attribute {name!r}")
     import importlib
@@ -52,7 +67,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | _FROM_CLI)
 
 
 __all__ = [

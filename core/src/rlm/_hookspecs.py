@@ -101,3 +101,25 @@ HOOK_KINDS: dict[str, str] = {
     "executor": "rlm_register_executors",
 }
 """Extension kind -> the hook that registers it."""
+
+# Names the project publishes (or plans) as their own distributions: an unknown name that is
+# one of these gets the exact `pip install` line.
+KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {
+    ("backend", "openai"): "rlm-backend-openai",
+    ("backend", "azure_openai"): "rlm-backend-openai",
+    ("backend", "anthropic"): "rlm-backend-anthropic",
+    ("backend", "vllm"): "rlm-backend-vllm",
+    ("backend", "openrouter"): "rlm-backend-openrouter",
+    ("backend", "portkey"): "rlm-backend-portkey",
+    ("backend", "litellm"): "rlm-backend-litellm",
+    ("backend", "llamacpp"): "rlm-backend-llamacpp",
+    ("backend", "gemini"): "rlm-backend-gemini",
+    ("environment", "docker"): "rlm-env-docker",
+    ("environment", "sandbox"): "rlm-env-sandbox",
+    ("environment", "pyodide"): "rlm-env-pyodide",
+    ("environment", "modal"): "rlm-env-modal",
+    ("environment", "daytona"): "rlm-env-daytona",
+    ("environment", "e2b"): "rlm-env-e2b",
+    ("environment", "ipython"): "rlm-env-ipython",
+    ("executor", "ray"): "rlm-executor-ray",
+}

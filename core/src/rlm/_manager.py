@@ -11,7 +11,7 @@ from typing import Any
 
 import pluggy
 
-from ._hookspecs import HOOK_KINDS, PROJECT_NAME, RLMHookSpecs
+from ._hookspecs import HOOK_KINDS, KNOWN_DISTRIBUTIONS, PROJECT_NAME, RLMHookSpecs
 from ._loader import (
     LoadedPlugin,
     LoadFailure,
@@ -44,26 +44,6 @@ KIND_ARGUMENTS = {
     "compaction": "compaction_kwargs", "executor": "executor_kwargs",
 }
 
-# Names the project publishes (or plans) as their own distributions: an unknown name that is
-# one of these gets the exact `pip install` line.
-KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {
-    ("backend", "openai"): "rlm-backend-openai",
-    ("backend", "azure_openai"): "rlm-backend-openai",
-    ("backend", "anthropic"): "rlm-backend-anthropic",
-    ("backend", "vllm"): "rlm-backend-vllm",
-    ("backend", "openrouter"): "rlm-backend-openrouter",
-    ("backend", "portkey"): "rlm-backend-portkey",
-    ("backend", "litellm"): "rlm-backend-litellm",
-    ("backend", "llamacpp"): "rlm-backend-llamacpp",
-    ("environment", "docker"): "rlm-env-docker",
-    ("environment", "sandbox"): "rlm-env-sandbox",
-    ("environment", "pyodide"): "rlm-env-pyodide",
-    ("environment", "modal"): "rlm-env-modal",
-    ("environment", "daytona"): "rlm-env-daytona",
-    ("environment", "e2b"): "rlm-env-e2b",
-    ("environment", "ipython"): "rlm-env-ipython",
-    ("executor", "ray"): "rlm-executor-ray",
-}
 
 
 def _install_hint(kind: str, name: str) -> str:

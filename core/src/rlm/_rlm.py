@@ -128,7 +128,7 @@ class RLM:
 
     Without ``backend``, the backend is ``$RLM_BACKEND``, else the one named in the user's
     ``config.toml``, else ``openai`` when an OpenAI key is set, else the embedded offline model
-    ``llamacpp`` (see :mod:`rlm._defaults`); ``verbose=True`` prints which and why.
+    ``llamacpp`` (see :mod:`rlm.config`); ``verbose=True`` prints which and why.
 
     ``completion()`` and ``await acompletion()`` run one RLM; ``cancel()`` (from another thread)
     cancels the running ones; ``close()`` or ``with RLM(...) as rlm:`` releases the persistent
@@ -183,7 +183,7 @@ class RLM:
         _resources: _Resources | None = None,
     ):
         if backend is None:  # RLM_BACKEND, the user config file, openai with a key, else llamacpp
-            from ._defaults import announce, choose_backend
+            from .config import announce, choose_backend
 
             choice = choose_backend(_resources.pm if _resources is not None else plugin_manager)
             announce(choice, verbose=verbose)

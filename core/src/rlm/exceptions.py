@@ -6,7 +6,7 @@ the ``answer["content"]`` the REPL had set so far, else the last model response.
 
 from __future__ import annotations
 
-from .types import RunStatus
+from .status import RunStatus
 
 
 class RLMError(Exception):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .exceptions import ConfigurationError
 
-__all__ = ["KEYS_FILE", "check_known_name", "delete_key", "known_key_names", "get_key", "keys_path", "list_keys", "load_dotenv",
+__all__ = ["KEYS_FILE", "delete_key", "get_key", "keys_path", "list_keys", "load_dotenv",
            "load_keys", "resolve_api_key", "set_key", "user_dir"]
 
 KEYS_FILE = "keys.json"
@@ -127,33 +127,6 @@ def set_key(name: str, value: str, path: str | os.PathLike[str] | None = None) -
     keys[name] = value.strip()
     _write_keys(keys, p)
     return p
-
-
-def known_key_names() -> list[str]:
-    """The names a stored key is used under: installed backends (and their aliases) and the
-    backends the project publishes. ``rlm keys set`` refuses other names unless ``--force``."""
-    from ._manager import KNOWN_DISTRIBUTIONS, get_plugin_manager
-
-    names = {name for kind, name in KNOWN_DISTRIBUTIONS if kind == "backend"}
-    try:
-        names |= set(get_plugin_manager().registry("backend").entries)
-    except Exception:  # noqa: BLE001 - a broken plugin leaves the published names
-        pass
-    return sorted(names)
-
-
-def check_known_name(name: str) -> None:
-    """:class:`ConfigurationError` with a did-you-mean when ``name`` is no backend's key name."""
-    known = known_key_names()
-    if name in known:
-        return
-    import difflib
-
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    raise ConfigurationError(
-        f"no backend uses a key named {name!r}; {hint}key names are backend names "
-        f"({', '.join(known)}). Pass --force to store it anyway (for a plugin that reads it).")
 
 
 def delete_key(name: str, path: str | os.PathLike[str] | None = None) -> bool:

@@ -29,7 +29,7 @@ class Backend(Protocol):
     backend accepts to a one-line description. ``rlm run -o KEY VALUE`` refuses a ``KEY`` not in
     it (listing the valid ones) and ``rlm models`` shows it; without it every option is passed
     as given. ``rlm models`` also reads ``default_prices`` / ``PRICES``, ``CONTEXT_WINDOWS``,
-    ``DEFAULT_MODEL`` and ``model_aliases`` when the backend defines them (see ``rlm._models``).
+    ``DEFAULT_MODEL`` and ``model_aliases`` when the backend defines them (see ``rlm_cli.models``).
     """
 
     model_name: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlm.testing import AnthropicCompatibleServer
+from rlm_testkit.servers import AnthropicCompatibleServer
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""The anthropic backend against rlm.testing.AnthropicCompatibleServer (real HTTP on 127.0.0.1)."""
+"""The anthropic backend against rlm_testkit.servers.AnthropicCompatibleServer (real HTTP on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from rlm.exceptions import (AuthenticationError, BackendConnectionError, Backend
                             BackendTimeoutError, BadResponseError, ConfigurationError,
                             ContextWindowExceededError, RateLimitError, ServerError)
 from rlm.protocols import Backend
-from rlm.testing import AnthropicCompatibleServer, AnthropicReply, Fault
+from rlm_testkit.servers import AnthropicCompatibleServer, AnthropicReply, Fault
 from rlm_backend_anthropic.client import AnthropicBackend, to_messages_api
 
 MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]

@@ -1,5 +1,5 @@
 """The anthropic backend passes the conformance kit (rlm-testkit) against a scripted Anthropic
-Messages API server on 127.0.0.1 (rlm.testing.AnthropicCompatibleServer)."""
+Messages API server on 127.0.0.1 (rlm_testkit.servers.AnthropicCompatibleServer)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from rlm.testing import AnthropicCompatibleServer, AnthropicReply, Fault
+from rlm_testkit.servers import AnthropicCompatibleServer, AnthropicReply, Fault
 from rlm_testkit import BackendTests
 from rlm_testkit.providers import FAULTS, ProviderRequest, ScriptedProvider
 

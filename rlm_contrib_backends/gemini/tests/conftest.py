@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlm.testing import GeminiEmulator
+from rlm_testkit.servers import GeminiEmulator
 
 
 @pytest.fixture(autouse=True)

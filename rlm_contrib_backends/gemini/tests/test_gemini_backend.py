@@ -1,4 +1,4 @@
-"""The gemini backend through the real google-genai SDK against rlm.testing.GeminiEmulator
+"""The gemini backend through the real google-genai SDK against rlm_testkit.servers.GeminiEmulator
 (real HTTP on 127.0.0.1)."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from rlm.exceptions import (AuthenticationError, BackendConnectionError, Backend
                             BackendTimeoutError, BadResponseError, ConfigurationError,
                             ContextWindowExceededError, RateLimitError, ServerError)
 from rlm.protocols import Backend
-from rlm.testing import Fault, GeminiEmulator, GeminiReply
-from rlm.testing.gemini_emulator import gemini_error_body
+from rlm_testkit.servers import Fault, GeminiEmulator, GeminiReply
+from rlm_testkit.servers.gemini import gemini_error_body
 from rlm_backend_gemini.client import GeminiBackend, to_contents
 
 MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]

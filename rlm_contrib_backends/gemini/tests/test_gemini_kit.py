@@ -1,5 +1,5 @@
 """The gemini backend passes the conformance kit (rlm-testkit) against the Gemini API emulator on
-127.0.0.1 (rlm.testing.GeminiEmulator), through the real google-genai SDK."""
+127.0.0.1 (rlm_testkit.servers.GeminiEmulator), through the real google-genai SDK."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from rlm.testing import Fault, GeminiEmulator, GeminiReply
-from rlm.testing.gemini_emulator import chat_messages, gemini_error_body
+from rlm_testkit.servers import Fault, GeminiEmulator, GeminiReply
+from rlm_testkit.servers.gemini import chat_messages, gemini_error_body
 from rlm_testkit import BackendTests
 from rlm_testkit.providers import FAULTS, ProviderRequest, ScriptedProvider
 

@@ -1,4 +1,4 @@
-"""The litellm backend against rlm.testing's OpenAI and Anthropic servers (real HTTP on 127.0.0.1).
+"""The litellm backend against rlm_testkit.servers's OpenAI and Anthropic servers (real HTTP on 127.0.0.1).
 
 The fault matrix every backend passes (both routes) is in tests/test_backend_faults.py; this file
 covers what is LiteLLM's own: lazy import with the local cost map, key checks, cost order.
@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from rlm.exceptions import AuthenticationError, ConfigurationError
-from rlm.testing import AnthropicCompatibleServer, AnthropicReply, OpenAICompatibleServer, Reply
+from rlm_testkit.servers import AnthropicCompatibleServer, AnthropicReply, OpenAICompatibleServer, Reply
 
 MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
 

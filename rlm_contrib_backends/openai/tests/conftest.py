@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlm.testing import OpenAICompatibleServer
+from rlm_testkit.servers import OpenAICompatibleServer
 
 
 @pytest.fixture(autouse=True)

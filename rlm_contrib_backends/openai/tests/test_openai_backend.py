@@ -1,4 +1,4 @@
-"""The openai / azure_openai backends against rlm.testing.OpenAICompatibleServer (real HTTP, 127.0.0.1)."""
+"""The openai / azure_openai backends against rlm_testkit.servers.OpenAICompatibleServer (real HTTP, 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from rlm.exceptions import (AuthenticationError, BackendConnectionError, Backend
                             BackendTimeoutError, BadResponseError, ConfigurationError,
                             ContextWindowExceededError, RateLimitError, ServerError)
 from rlm.protocols import Backend
-from rlm.testing import Fault, OpenAICompatibleServer, Reply
+from rlm_testkit.servers import Fault, OpenAICompatibleServer, Reply
 from rlm.types import ModelResponse
 from rlm_backend_openai.client import (PLACEHOLDER_API_KEY, AzureOpenAIBackend, OpenAIBackend,
                                        _retry_after, lookup_model)

@@ -1,4 +1,4 @@
-"""The openrouter backend against rlm.testing.OpenAICompatibleServer (real HTTP on 127.0.0.1).
+"""The openrouter backend against rlm_testkit.servers.OpenAICompatibleServer (real HTTP on 127.0.0.1).
 
 The fault matrix every backend passes is in tests/test_backend_faults.py; this file covers what
 is OpenRouter's own: the cost it reports, usage accounting, attribution headers, 402.
@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from rlm.exceptions import AuthenticationError, BackendError
-from rlm.testing import Fault, OpenAICompatibleServer, Reply
+from rlm_testkit.servers import Fault, OpenAICompatibleServer, Reply
 from rlm_backend_openrouter.client import OPENROUTER_BASE_URL, OpenRouterBackend
 
 MSGS = [{"role": "user", "content": "hello"}]

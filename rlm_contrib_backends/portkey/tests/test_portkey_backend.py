@@ -1,4 +1,4 @@
-"""The portkey backend against rlm.testing.OpenAICompatibleServer (real HTTP on 127.0.0.1).
+"""The portkey backend against rlm_testkit.servers.OpenAICompatibleServer (real HTTP on 127.0.0.1).
 
 The fault matrix every backend passes is in tests/test_backend_faults.py; this file covers what
 is Portkey's own: the x-portkey-* headers, Model Catalog names, keys kept out of sight.
@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from rlm.exceptions import AuthenticationError, BackendError
-from rlm.testing import Fault, OpenAICompatibleServer, Reply
+from rlm_testkit.servers import Fault, OpenAICompatibleServer, Reply
 from rlm_backend_portkey.client import PORTKEY_BASE_URL, PortkeyBackend
 
 MSGS = [{"role": "user", "content": "hello"}]

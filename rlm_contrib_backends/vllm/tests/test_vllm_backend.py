@@ -1,4 +1,4 @@
-"""The vllm backend against rlm.testing.OpenAICompatibleServer (real HTTP on 127.0.0.1).
+"""The vllm backend against rlm_testkit.servers.OpenAICompatibleServer (real HTTP on 127.0.0.1).
 
 The fault matrix every backend passes is in tests/test_backend_faults.py; this file covers what
 is vLLM's own: base_url required, no key needed, free unless priced, context window from /models.
@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from rlm.exceptions import BackendError, ConfigurationError
-from rlm.testing import Fault, OpenAICompatibleServer, Reply
+from rlm_testkit.servers import Fault, OpenAICompatibleServer, Reply
 from rlm_backend_vllm.client import VLLMBackend
 
 MSGS = [{"role": "user", "content": "hello"}]

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rlm import RLM
 from rlm.exceptions import ConfigurationError, RLMEnvironmentError
-from rlm.testing import OpenAICompatibleServer
+from rlm_testkit.servers import OpenAICompatibleServer
 from rlm_env_daytona.env import DaytonaREPL
 from rlm_testkit.environments import RecordingHost
 from rlm_testkit.helpers import is_root_turn

@@ -293,7 +293,7 @@ def test_build_image_command(capsys):
 
 
 def test_rlm_cli_has_the_docker_command(capsys):
-    from rlm.cli import main
+    from rlm_cli.cli import main
 
     with pytest.raises(SystemExit) as info:
         main(["docker", "build-image", "--help"])
@@ -310,7 +310,7 @@ def test_containers_of_dead_hosts_are_reaped_and_live_ones_kept():
 
     import docker
 
-    from rlm.isolation.leftovers import host_identity
+    from rlm_isolation.leftovers import host_identity
     from rlm_env_docker.env import HOST_LABEL, LABEL, reap_containers
 
     dead = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from _e2b_support import EMULATOR, emulator_kwargs, needs_bwrap
 from rlm import RLM
-from rlm.testing import OpenAICompatibleServer
+from rlm_testkit.servers import OpenAICompatibleServer
 from rlm_testkit.helpers import is_root_turn
 
 pytestmark = needs_bwrap

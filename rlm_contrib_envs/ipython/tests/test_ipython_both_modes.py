@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rlm import RLM
 from rlm.exceptions import ConfigurationError
-from rlm.testing import OpenAICompatibleServer
+from rlm_testkit.servers import OpenAICompatibleServer
 from rlm_env_ipython._names import CACHE_NAME, user_variables
 from rlm_env_ipython.inprocess import IPythonREPL
 from rlm_testkit.environments import RecordingHost

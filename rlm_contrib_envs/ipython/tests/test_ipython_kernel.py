@@ -171,8 +171,8 @@ def test_the_link_needs_the_per_run_secret(tmp_path: Any) -> None:
     does not hold the run's secret gets nothing (and the kernel side refuses to attach)."""
     import socket
 
-    from rlm.isolation.channel import Channel, new_secret
-    from rlm.isolation.worker import ProtocolError
+    from rlm_isolation.channel import Channel, new_secret
+    from rlm_isolation.worker import ProtocolError
     from rlm_env_ipython._inkernel import Session
 
     (tmp_path / "secret").write_bytes(new_secret())

@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-import rlm.isolation.repl as repl_mod
+import rlm_isolation.repl as repl_mod
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from modal_proto import api_pb2

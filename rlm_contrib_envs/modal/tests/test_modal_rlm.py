@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from rlm import RLM
 from rlm.exceptions import RLMEnvironmentError
-from rlm.testing import OpenAICompatibleServer
+from rlm_testkit.servers import OpenAICompatibleServer
 
 MODEL = "scripted-root"
 SPEC_KWARGS = {"app_name": "my-rlm-app", "timeout": 600}

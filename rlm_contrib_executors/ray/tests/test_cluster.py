@@ -7,7 +7,7 @@ token and a version mismatch. Work: a batch spread over both nodes, a child tree
 tree-wide concurrency bound hold on the cluster, and (last, it takes the worker node away) a node
 killed mid-batch with every line written exactly once. Addresses: no socket of any cluster
 process or of the driver uses anything but 127.0.0.1, and no node or log names the machine's
-address. The model is rlm.testing.OpenAICompatibleServer on 127.0.0.1."""
+address. The model is rlm_testkit.servers.OpenAICompatibleServer on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import pytest
 import rlm
 from rlm import RLM
 from rlm.exceptions import RLMError
-from rlm.testing import OpenAICompatibleServer, Reply
+from rlm_testkit.servers import OpenAICompatibleServer, Reply
 
 from rlm_executor_ray.testing import LOOPBACK_IPS
 
@@ -127,7 +127,7 @@ def test_cli_batch_with_address_and_auth_token(cluster, tmp_path):
 def test_ray_address_through_ray_client_with_the_token_in_the_environment(cluster):
     code = """
 import os, rlm
-from rlm.testing import OpenAICompatibleServer
+from rlm_testkit.servers import OpenAICompatibleServer
 with OpenAICompatibleServer(responder=lambda m, b: "```repl\\nFINAL(str(len(context)))\\n```") as srv:
     report = rlm.batch([{"prompt": "q" * k} for k in range(1, 4)], executor="ray",
                        backend="openai", backend_kwargs={"model_name": "m",

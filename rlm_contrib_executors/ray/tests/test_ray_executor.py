@@ -1,6 +1,6 @@
 """The ray executor on a real local cluster: a batch, a fan-out of rlm_query_batched, and a batch
 during which a worker process is killed with SIGKILL. The model is a real HTTP server on
-127.0.0.1 (rlm.testing.OpenAICompatibleServer)."""
+127.0.0.1 (rlm_testkit.servers.OpenAICompatibleServer)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 import rlm
 from rlm import RLM, PluginManager
 from rlm.exceptions import ConfigurationError
-from rlm.testing import OpenAICompatibleServer
+from rlm_testkit.servers import OpenAICompatibleServer
 
 import rlm_executor_ray.plugin
 

@@ -13,7 +13,7 @@ from opentelemetry.trace import StatusCode
 from rlm import RLM
 from rlm import events as E
 from rlm.exceptions import AuthenticationError
-from rlm.testing import Fault, OpenAICompatibleServer, Reply
+from rlm_testkit.servers import Fault, OpenAICompatibleServer, Reply
 from rlm.types import RunStatus
 from rlm_otel.sink import ATTRIBUTES, OTelSink
 

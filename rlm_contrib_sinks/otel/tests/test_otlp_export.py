@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from rlm import RLM
-from rlm.testing import OpenAICompatibleServer, Reply
+from rlm_testkit.servers import OpenAICompatibleServer, Reply
 
 from _otlp_receiver import OTLPReceiver
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rlm.testing import OpenAICompatibleServer
+from rlm_testkit.servers import OpenAICompatibleServer
 
 LLM = shutil.which("llm", path=str(Path(sys.executable).parent)) or "llm"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rlm.cli import build_parser
-from rlm.surface import load_profiles
+from rlm_cli.cli import build_parser
+from rlm_cli.surface import load_profiles
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "integrations.md"
 

@@ -18,8 +18,8 @@ import openai
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from rlm.surface import InputError, Profile
-from rlm.testing import OpenAICompatibleServer
+from rlm_cli.surface import InputError, Profile
+from rlm_testkit.servers import OpenAICompatibleServer
 from rlm_serve import BackgroundServer, ServeSettings, create_app
 from rlm_serve.requests import parse_request
 

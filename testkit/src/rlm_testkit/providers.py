@@ -4,7 +4,7 @@ The backend standard tests never assume how a backend reaches its model. They sc
 *provider* (the next reply, its usage, a fault, a stall) and read back what the provider
 received. Two providers come with the kit:
 
-* :class:`OpenAIServerProvider`: the OpenAI-compatible HTTP server of :mod:`rlm.testing` on
+* :class:`OpenAIServerProvider`: the OpenAI-compatible HTTP server of :mod:`rlm_testkit.servers` on
   127.0.0.1, for any backend that speaks the OpenAI chat-completions wire format.
 * :class:`InProcessProvider`: a callable for in-process backends (``provider.respond`` is the
   function the backend calls), for backends that talk to no server at all.
@@ -83,7 +83,7 @@ class ScriptedProvider:
 
 
 class OpenAIServerProvider(ScriptedProvider):
-    """Scripts an :class:`rlm.testing.OpenAICompatibleServer` (already started)."""
+    """Scripts an :class:`rlm_testkit.servers.OpenAICompatibleServer` (already started)."""
 
     fault_kinds = frozenset(FAULTS)
 
@@ -92,7 +92,7 @@ class OpenAIServerProvider(ScriptedProvider):
 
     def reply(self, text: str, *, input_tokens: int | None = None, output_tokens: int | None = None,
               cost: float | None = None, usage: bool = True) -> None:
-        from rlm.testing import Reply
+        from rlm_testkit.servers import Reply
 
         self.server.add_replies(Reply(text, prompt_tokens=input_tokens,
                                       completion_tokens=output_tokens, cost=cost, usage=usage))
@@ -101,7 +101,7 @@ class OpenAIServerProvider(ScriptedProvider):
         self.server.responder = lambda messages, body: responder(messages)
 
     def fail(self, kind: str) -> None:
-        from rlm.testing import Fault
+        from rlm_testkit.servers import Fault
 
         faults = {
             "auth": Fault("status", status=401),
@@ -120,7 +120,7 @@ class OpenAIServerProvider(ScriptedProvider):
         self.server.inject(faults[kind])
 
     def stall(self, seconds: float) -> None:
-        from rlm.testing import Fault
+        from rlm_testkit.servers import Fault
 
         self.server.inject(Fault("stall", seconds=seconds))
 

@@ -11,7 +11,7 @@ Fixtures (all function-scoped, all cleaned up after the test):
     A factory: ``scripted_backend(replies=[...], responder=None, **kwargs)`` builds the
     first-party scripted backend (closed after the test).
 ``openai_server``
-    A started :class:`rlm.testing.OpenAICompatibleServer` on 127.0.0.1 whose replies the test
+    A started :class:`rlm_testkit.servers.OpenAICompatibleServer` on 127.0.0.1 whose replies the test
     scripts (``add_replies``, ``responder``, ``inject(Fault(...))``); stopped after the test. It
     starts with no replies: a request nobody scripted gets a 500 that says so.
 ``openai_provider``
@@ -67,7 +67,7 @@ def scripted_backend() -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture
 def openai_server() -> Iterator[Any]:
-    from rlm.testing import OpenAICompatibleServer
+    from rlm_testkit.servers import OpenAICompatibleServer
 
     with OpenAICompatibleServer(host="127.0.0.1") as server:
         yield server

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from types import CodeType
 from typing import Any
 
-from rlm.isolation.worker import answer_fields
+from rlm_isolation.worker import answer_fields
 
 from . import _capture
 

@@ -26,9 +26,9 @@ from typing import Any
 
 from rlm.plugin import (CellResult, ConfigurationError, EnvironmentCapabilities, Host, Message,
                         RLMEnvironmentError, Tool)
-from rlm.isolation.leftovers import make_run_dir, reap_run_dirs, track_open
-from rlm.isolation.repl import cell_limit, check_cell_options, check_index, check_timeout
-from rlm.isolation.worker import answer_fields, restore_reserved
+from rlm_isolation.leftovers import make_run_dir, reap_run_dirs, track_open
+from rlm_isolation.repl import cell_limit, check_cell_options, check_index, check_timeout
+from rlm_isolation.worker import answer_fields, restore_reserved
 
 from . import _capture, _executor
 from ._traceback import format_cell_exception, format_stack
@@ -95,7 +95,7 @@ class _Resources:
     def __init__(self) -> None:
         self.executor: _executor.Executor | None = None
         self.tmpdir: str | None = None  # removed on release (only when the REPL created it)
-        self.lock: int | None = None  # holds tmpdir's owner lock (rlm.isolation.leftovers)
+        self.lock: int | None = None  # holds tmpdir's owner lock (rlm_isolation.leftovers)
         self.workdir: str | None = None
         self.cwd: str | None = None  # the cell's working directory after the last cell
 

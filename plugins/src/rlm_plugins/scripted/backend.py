@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rlm.exceptions import BackendError, ConfigurationError
-from rlm.plugin import BaseBackend, estimate_tokens
+from rlm.plugin import estimate_tokens
+from rlm.plugin import BaseBackend
 from rlm.types import Message, ModelResponse, Usage
 
 Responder = Callable[[list[Message]], Any]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -252,3 +253,20 @@ class Database:
     def close(self) -> None:
         with self.lock:
             self.conn.close()
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether the process that wrote a running row is still alive (True when it cannot tell)."""
+    if not pid:
+        return False
+    if sys.platform == "win32":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True

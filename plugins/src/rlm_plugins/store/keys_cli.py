@@ -58,8 +58,38 @@ def _run(fn):
     return run
 
 
+def known_key_names() -> list[str]:
+    """The names a stored key is used under: installed backends (and their aliases) and the
+    backends the project publishes. ``rlm keys set`` refuses other names unless ``--force``."""
+    from rlm import get_plugin_manager
+    from rlm.plugin import KNOWN_DISTRIBUTIONS
+
+    names = {name for kind, name in KNOWN_DISTRIBUTIONS if kind == "backend"}
+    try:
+        names |= set(get_plugin_manager().registry("backend").entries)
+    except Exception:  # noqa: BLE001 - a broken plugin leaves the published names
+        pass
+    return sorted(names)
+
+
+def check_known_name(name: str) -> None:
+    """:class:`ConfigurationError` with a did-you-mean when ``name`` is no backend's key name."""
+    known = known_key_names()
+    if name in known:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    from rlm.exceptions import ConfigurationError
+
+    raise ConfigurationError(
+        f"no backend uses a key named {name!r}; {hint}key names are backend names "
+        f"({', '.join(known)}). Pass --force to store it anyway (for a plugin that reads it).")
+
+
 def cmd_set(args: argparse.Namespace) -> int:
-    from rlm.keys import check_known_name, set_key
+    from rlm.keys import set_key
 
     if not getattr(args, "force", False):
         check_known_name(args.name)

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 from rlm.exceptions import ConfigurationError
 
-from .db import Database
-from .query import _pid_alive
+from .db import Database, pid_alive
 
 DEFAULT_MAX_MB = 1024.0
 _TABLES = ("iterations", "cells", "subcalls", "usage", "notes")
@@ -64,7 +63,7 @@ def _roots_oldest_first(db: Database) -> list[str]:
     rows = db.query("SELECT id, status, pid FROM runs WHERE parent_id IS NULL "
                     "ORDER BY started_at ASC")
     return [r["id"] for r in rows if not ((r["status"] or "running") == "running"
-                                          and _pid_alive(r["pid"]))]
+                                          and pid_alive(r["pid"]))]
 
 
 def _delete_roots(db: Database, roots: list[str]) -> None:
@@ -133,7 +132,7 @@ def configured_cap() -> int | None:
             raise ConfigurationError(f"RLM_LOGS_MAX_MB={raw!r} is not a number of megabytes "
                                      "(0 turns the cap off).") from None
     else:
-        from rlm._defaults import load_config
+        from rlm.config import load_config
 
         mb = float(load_config().get("logs_max_mb", DEFAULT_MAX_MB))
     return int(mb * 1e6) if mb > 0 else None

@@ -26,7 +26,7 @@ from typing import Any
 from rlm.exceptions import ConfigurationError
 from rlm.types import RunStatus
 
-from .db import Database
+from .db import Database, pid_alive
 from ._status import STATUSES
 from .sink import DEFAULT_MAX_CONTEXT_CHARS, DEFAULT_MAX_TEXT_CHARS, clip
 
@@ -36,27 +36,11 @@ __all__ = ["STATUSES", "effective_status", "list_runs"]
 # --- small helpers ------------------------------------------------------------------------------
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    if sys.platform == "win32":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
 def effective_status(status: str | None, pid: int | None, source: str | None = "live") -> str:
     """``running`` only while the writing process lives; a run whose process died mid-run is
     ``interrupted``."""
     status = status or "running"
-    if status == "running" and (source or "live") == "live" and not _pid_alive(pid):
+    if status == "running" and (source or "live") == "live" and not pid_alive(pid):
         return "interrupted"
     return "completed" if status == "ok" else status
 

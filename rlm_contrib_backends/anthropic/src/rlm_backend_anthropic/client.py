@@ -26,10 +26,10 @@ import anthropic
 
 from rlm.exceptions import (BackendConnectionError, BackendError, BackendTimeoutError,
                             BadResponseError, ConfigurationError)
-from rlm.plugin import (ANTHROPIC_PRICES, ClientPool, PriceTable, RetryPolicy, Secret, as_int,
-                        check_sdk_kwargs,
-                        content_chars, error_for_status, error_message_of, estimate_token_count,
-                        estimated_usage, lookup_model, missing_key_error, parse_retry_after, redact)
+from rlm_backend_support import (ANTHROPIC_PRICES, ClientPool, PriceTable, RetryPolicy, Secret,
+    as_int, check_sdk_kwargs, content_chars, error_for_status, error_message_of,
+    estimate_token_count, estimated_usage, lookup_model, missing_key_error, parse_retry_after,
+    redact)
 from rlm.types import ModelResponse, Usage
 
 __all__ = ["AnthropicBackend", "CONTEXT_WINDOWS", "MAX_OUTPUT_TOKENS", "PRICES", "to_messages_api"]

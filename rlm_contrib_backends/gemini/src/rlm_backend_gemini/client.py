@@ -39,9 +39,9 @@ from google.genai import types
 from rlm.exceptions import (AuthenticationError, BackendConnectionError, BackendError,
                             BackendTimeoutError, BadResponseError, ConfigurationError,
                             ContextWindowExceededError)
-from rlm.plugin import (ClientPool, PriceTable, RetryPolicy, Secret, as_int, check_sdk_kwargs,
-                        content_chars, error_for_status, estimate_token_count, estimated_usage,
-                        lookup_model, missing_key_error, parse_retry_after, redact)
+from rlm_backend_support import (ClientPool, PriceTable, RetryPolicy, Secret, as_int,
+    check_sdk_kwargs, content_chars, error_for_status, estimate_token_count, estimated_usage,
+    lookup_model, missing_key_error, parse_retry_after, redact)
 from rlm.types import ModelResponse, Usage
 
 __all__ = ["CONTEXT_WINDOWS", "GeminiBackend", "LONG_CONTEXT_PRICES", "PRICES", "to_contents"]

@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 
 from rlm.exceptions import (BackendConnectionError, BackendError, BackendTimeoutError,
                             BadResponseError, ConfigurationError, ContextWindowExceededError)
-from rlm.plugin import (DEFAULT_PRICES, PriceTable, RetryPolicy, Secret, as_int, content_chars,
-                        error_for_status, error_message_of, estimate_token_count, estimated_usage,
-                        missing_key_error, parse_retry_after, redact, reported_cost)
+from rlm_backend_support import (DEFAULT_PRICES, PriceTable, RetryPolicy, Secret, as_int,
+    content_chars, error_for_status, error_message_of, estimate_token_count, estimated_usage,
+    missing_key_error, parse_retry_after, redact, reported_cost)
 from rlm.types import ModelResponse, Usage
 
 __all__ = ["LiteLLMBackend", "import_litellm"]

@@ -21,7 +21,7 @@ from typing import Any
 from rlm.exceptions import (AuthenticationError, BackendError, ConfigurationError,
                             ContextWindowExceededError)
 from rlm.types import ModelResponse
-from rlm.plugin import Secret
+from rlm_backend_support import Secret
 from rlm_backend_openai.client import OpenAIBackend
 
 from . import prompts, weights

@@ -38,25 +38,10 @@ from rlm.exceptions import (
     BadResponseError,
     ConfigurationError,
 )
-from rlm.plugin import (
-    OPENAI_PRICES,
-    ClientPool,
-    PriceTable,
-    RetryPolicy,
-    Secret,
-    as_int,
-    check_sdk_kwargs,
-    content_chars,
-    error_for_status,
-    error_message_of,
-    estimate_token_count,
-    estimated_usage,
-    lookup_model,
-    missing_key_error,
-    parse_retry_after,
-    redact,
-    reported_cost,
-)
+from rlm_backend_support import (OPENAI_PRICES, ClientPool, PriceTable, RetryPolicy, Secret,
+    as_int, check_sdk_kwargs, content_chars, error_for_status, error_message_of,
+    estimate_token_count, estimated_usage, lookup_model, missing_key_error, parse_retry_after,
+    redact, reported_cost)
 from rlm.types import ModelResponse, Usage
 
 from ._plainhttp import PlainHTTPPool, ProtocolError, request_head
@@ -114,7 +99,7 @@ _OPTION_KEYS = ("extra_headers", "extra_query", "extra_body", "timeout")
 
 # The sampling arguments a run may pass (``sampling_args``, ``rlm run -o KEY VALUE``): the chat
 # completions parameters, plus the SDK's per-request options. ``rlm run`` checks ``-o`` names
-# against this table (see rlm._models).
+# against this table (see rlm_cli.models).
 SAMPLING_OPTIONS: dict[str, str] = {
     "temperature": "sampling temperature, 0-2",
     "top_p": "nucleus sampling probability mass, 0-1",

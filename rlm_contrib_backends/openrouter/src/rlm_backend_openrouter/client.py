@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rlm.exceptions import BackendError
-from rlm.plugin import DEFAULT_PRICES
+from rlm_backend_support import DEFAULT_PRICES
 from rlm_backend_openai.client import OpenAIBackend
 
 __all__ = ["OpenRouterBackend"]

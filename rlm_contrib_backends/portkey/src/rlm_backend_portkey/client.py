@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rlm.exceptions import BackendError, ConfigurationError
-from rlm.plugin import DEFAULT_PRICES, Secret
+from rlm_backend_support import DEFAULT_PRICES, Secret
 from rlm_backend_openai.client import PLACEHOLDER_API_KEY, OpenAIBackend
 
 __all__ = ["PortkeyBackend"]

@@ -5,7 +5,7 @@ snapshot (default: the account's default Python snapshot) or an image, with the 
 (``network_block_all``) unless asked otherwise, an auto-stop interval and ``ephemeral`` (deleted
 by Daytona once stopped), so even a sandbox whose host died goes away by itself.
 
-In it, one long-lived interpreter (:mod:`rlm.isolation.worker`, uploaded with the SDK's file
+In it, one long-lived interpreter (:mod:`rlm_isolation.worker`, uploaded with the SDK's file
 API) keeps the REPL's state: cells are never re-pickled, contexts are streamed in once per run
 over the channel and written there as files. The channel is the worker's stdin and stdout as a
 session command (see :mod:`.transport`), authenticated with a per-run secret uploaded as a file
@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from rlm.exceptions import ConfigurationError, RLMEnvironmentError
-from rlm.isolation.leftovers import Leftovers
-from rlm.isolation.repl import (WORKER_FILE, IsolatedREPL, check_timeout, parse_size,
+from rlm_isolation.leftovers import Leftovers
+from rlm_isolation.repl import (WORKER_FILE, IsolatedREPL, check_timeout, parse_size,
                                worker_rlimits)
 
 from . import _sdk
@@ -47,7 +47,7 @@ _sandboxes = Leftovers()  # sandboxes not deleted yet: deleted at exit (ephemera
 class DaytonaREPL(IsolatedREPL):
     """A persistent Python REPL in a Daytona sandbox (``environment="daytona"``).
 
-    Args (besides those of :class:`~rlm.isolation.repl.IsolatedREPL`: ``cell_timeout``,
+    Args (besides those of :class:`~rlm_isolation.repl.IsolatedREPL`: ``cell_timeout``,
     ``setup_code``, ``max_output_chars``, ``startup_timeout``, ``timeout_grace``):
         api_key, api_url, target: Daytona credentials and endpoint; default
             ``DAYTONA_API_KEY``, ``DAYTONA_API_URL`` (``https://app.daytona.io/api``) and

@@ -1,7 +1,7 @@
 """The worker's channel over a Daytona session command: stdout streamed, stdin sent.
 
 The worker runs ``--text`` (every frame one ``@<base64>`` line) as an asynchronous command of a
-session of its own. The host side is a :class:`~rlm.isolation.textstream.TextLineStream`:
+session of its own. The host side is a :class:`~rlm_isolation.textstream.TextLineStream`:
 
 * worker -> host: the SDK's ``get_session_command_logs_async`` (a WebSocket that follows the
   command's output, stdout and stderr apart) feeds it, on a thread of its own;
@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any
 
-from rlm.isolation.textstream import TextLineStream
+from rlm_isolation.textstream import TextLineStream
 
 from ._sdk import sdk
 

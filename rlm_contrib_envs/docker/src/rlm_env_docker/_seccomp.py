@@ -8,12 +8,12 @@ before the worker runs any model code.
 
 from __future__ import annotations
 
-from rlm.isolation.seccomp import compile_program
+from rlm_isolation.seccomp import compile_program
 
 
 def compile_filter(*, allow_subprocess: bool) -> bytes:
     """The BPF program (``struct sock_filter[]``) as bytes: the policy of
-    :mod:`rlm.isolation.seccomp`, the same one the ``sandbox`` environment installs."""
+    :mod:`rlm_isolation.seccomp`, the same one the ``sandbox`` environment installs."""
     return compile_program(allow_subprocess=allow_subprocess)
 
 

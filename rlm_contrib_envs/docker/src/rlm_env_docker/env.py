@@ -9,7 +9,7 @@ One container per run (per ``RLM`` in persistent mode), created through the Dock
   a non-root user (65534 by default when the host is root, else the host's own); a private IPC
   namespace; no log driver (the channel's bytes are never written to the daemon's disk);
 * Docker's default seccomp profile plus a stricter filter the worker installs on itself before
-  any model code runs, the policy the sandbox applies too (:mod:`rlm.isolation.seccomp`: no
+  any model code runs, the policy the sandbox applies too (:mod:`rlm_isolation.seccomp`: no
   ``fork``/``exec``, no sockets but AF_UNIX, no ptrace, mount, namespaces, BPF, keyrings,
   io_uring, clock changes, memfd or System V shared memory);
 * optionally the gVisor runtime (``runtime="runsc"``): a user-space kernel between the model's
@@ -40,8 +40,8 @@ import threading
 from typing import Any
 
 from rlm.exceptions import ConfigurationError, RLMEnvironmentError
-from rlm.isolation.leftovers import Leftovers, host_identity, host_is_gone
-from rlm.isolation.repl import WORKER_FILE, IsolatedREPL, parse_size
+from rlm_isolation.leftovers import Leftovers, host_identity, host_is_gone
+from rlm_isolation.repl import WORKER_FILE, IsolatedREPL, parse_size
 
 from ._seccomp import BOOT_SCRIPT, compile_filter
 from .image import DEFAULT_TAG
@@ -224,7 +224,7 @@ def reap_containers(api: Any) -> list[str]:
 class DockerREPL(IsolatedREPL):
     """A persistent Python REPL in a Docker container (``environment="docker"``).
 
-    Args (besides those of :class:`~rlm.isolation.repl.IsolatedREPL`: ``cell_timeout``,
+    Args (besides those of :class:`~rlm_isolation.repl.IsolatedREPL`: ``cell_timeout``,
     ``setup_code``, ``max_output_chars``, ``memory_limit`` (default ``"2g"``, swap included),
     ``startup_timeout``, ``timeout_grace``):
         image: the image to run (default ``python:3.11-slim``); it needs CPython 3.8+ as

@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from rlm.exceptions import ConfigurationError, RLMEnvironmentError
-from rlm.isolation.repl import WORKER_FILE, IsolatedREPL, describe_exit, parse_size, worker_rlimits
+from rlm_isolation.repl import WORKER_FILE, IsolatedREPL, describe_exit, parse_size, worker_rlimits
 
 from .errors import provider_error, resolve_api_key, sdk
 from .transport import start_worker, worker_command
@@ -34,7 +34,7 @@ KEEPALIVE_CHECK = 1.0  # seconds between checks, while a cell runs, that the lif
 class E2BREPL(IsolatedREPL):
     """A persistent Python REPL in an E2B sandbox.
 
-    Args (besides those of :class:`~rlm.isolation.repl.IsolatedREPL`: ``cell_timeout``,
+    Args (besides those of :class:`~rlm_isolation.repl.IsolatedREPL`: ``cell_timeout``,
     ``setup_code``, ``max_output_chars``, ``memory_limit``, ``startup_timeout``,
     ``timeout_grace``):
         template: the sandbox template (default: the code interpreter's, ``code-interpreter-v1``;

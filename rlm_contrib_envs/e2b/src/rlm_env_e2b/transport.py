@@ -12,7 +12,7 @@ import shlex
 import threading
 from typing import Any
 
-from rlm.isolation.textstream import TextLineStream
+from rlm_isolation.textstream import TextLineStream
 
 
 def worker_command(python: str, worker_path: str, secret_path: str) -> str:

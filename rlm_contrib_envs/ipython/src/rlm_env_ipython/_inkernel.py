@@ -2,13 +2,13 @@
 
 The host starts the kernel, then runs one silent cell that calls :func:`attach`. It connects to
 the Unix socket the host listens on in the run's private directory and speaks the isolation
-worker's protocol there (:class:`rlm.isolation.worker.Worker`: HMAC handshake with the per-run
+worker's protocol there (:class:`rlm_isolation.worker.Worker`: HMAC handshake with the per-run
 secret, framed JSON, concurrent helper calls from any thread). Over that link the host sends
 the tools, then contexts (files it wrote into the run directory, loaded here once) and
 histories; the kernel sends ``llm_query`` and friends.
 
 The helpers, ``answer``, ``FINAL`` / ``FINAL_VAR`` / ``SHOW_VARS`` and the restoring of reserved
-names are the worker's own (:class:`rlm.isolation.worker.REPLCore`) bound to the kernel shell's
+names are the worker's own (:class:`rlm_isolation.worker.REPLCore`) bound to the kernel shell's
 ``user_ns``. Cells themselves arrive as ordinary Jupyter ``execute_request`` messages; after each
 one a ``post_run_cell`` hook restores the reserved names and publishes a summary (final answer,
 answer content, variables) as a ``display_data`` of type :data:`~._names.SUMMARY_MIME`, which the
@@ -22,7 +22,7 @@ import socket
 import threading
 from typing import Any
 
-from rlm.isolation.worker import (
+from rlm_isolation.worker import (
     REPLCore,
     Worker,
     _exit,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from rlm.isolation.worker import BoundedText
+from rlm_isolation.worker import BoundedText
 from rlm.plugin import CellResult
 
 from ._names import SUMMARY_MIME

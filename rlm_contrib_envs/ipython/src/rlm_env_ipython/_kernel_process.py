@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import shutil
 
-from rlm.isolation.leftovers import make_run_dir, reap_run_dirs
+from rlm_isolation.leftovers import make_run_dir, reap_run_dirs
 import socket
 from typing import Any
 
-from rlm.isolation.channel import Channel
+from rlm_isolation.channel import Channel
 from rlm.plugin import ConfigurationError
 
 

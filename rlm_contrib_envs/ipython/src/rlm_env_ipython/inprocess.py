@@ -19,7 +19,7 @@ import shutil
 import weakref
 from typing import Any
 
-from rlm.isolation.leftovers import make_run_dir, reap_run_dirs
+from rlm_isolation.leftovers import make_run_dir, reap_run_dirs
 from rlm.plugin import CellResult, Host
 from rlm_plugins.local.repl import LocalREPL
 

@@ -8,7 +8,7 @@ IPC sockets, the per-run secret and the host's Unix socket all live in a private
 
 Helper calls from inside the kernel (any thread) reach the host over the isolation worker's
 authenticated channel (see :mod:`._inkernel`), served concurrently by
-:class:`rlm.isolation.channel.Channel`. Contexts are written once into the run directory and
+:class:`rlm_isolation.channel.Channel`. Contexts are written once into the run directory and
 loaded by the kernel; histories and tools travel over the same channel.
 
 A cell over its time limit is interrupted (``SIGINT``: ``KeyboardInterrupt`` in the kernel, the
@@ -31,11 +31,11 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from rlm.isolation.leftovers import track_open, untrack_open
-from rlm.isolation.channel import Channel, ChannelClosed, new_secret
-from rlm.isolation.repl import (cell_limit, check_cell_options, check_index, check_timeout,
+from rlm_isolation.leftovers import track_open, untrack_open
+from rlm_isolation.channel import Channel, ChannelClosed, new_secret
+from rlm_isolation.repl import (cell_limit, check_cell_options, check_index, check_timeout,
                                 context_chunks, tool_specs)
-from rlm.isolation.worker import ProtocolError
+from rlm_isolation.worker import ProtocolError
 from rlm.plugin import (
     CellResult,
     ConfigurationError,

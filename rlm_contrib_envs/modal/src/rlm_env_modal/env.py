@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from rlm.exceptions import ConfigurationError, RLMEnvironmentError
-from rlm.isolation.repl import (WORKER_FILE, IsolatedREPL, check_timeout, parse_size,
+from rlm_isolation.repl import (WORKER_FILE, IsolatedREPL, check_timeout, parse_size,
                                worker_rlimits)
 from rlm.types import EnvironmentCapabilities
 
@@ -80,7 +80,7 @@ class ModalREPL(IsolatedREPL):
         region, cloud: where to run (passed to Modal as is).
         environment_name: the Modal environment (``None``: the profile's default).
         verbose: let Modal stream the sandbox's logs.
-        Plus the arguments of :class:`~rlm.isolation.repl.IsolatedREPL` (``cell_timeout``,
+        Plus the arguments of :class:`~rlm_isolation.repl.IsolatedREPL` (``cell_timeout``,
         ``setup_code``, ``max_output_chars``, ``memory_limit``, ``startup_timeout``,
         ``timeout_grace``). ``memory_limit`` caps the worker itself (an rlimit inside the
         sandbox, so a runaway cell fails with ``MemoryError`` instead of the sandbox being

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from rlm.isolation.streams import ChunkStream
+from rlm_isolation.streams import ChunkStream
 
 #: Run as ``python -I -S -c BOOT``. Reads ``"<worker bytes> <secret bytes> <dir>\n"``, then the
 #: worker's source and the secret, exactly, with ``os.read`` (no buffering that could swallow

@@ -34,7 +34,7 @@ import signal
 from typing import Any
 
 from rlm.exceptions import ConfigurationError
-from rlm.isolation.repl import WORKER_FILE, IsolatedREPL, WorkerProcess, parse_size
+from rlm_isolation.repl import WORKER_FILE, IsolatedREPL, WorkerProcess, parse_size
 
 from .install import cache_root, find_deno, find_pyodide
 
@@ -46,7 +46,7 @@ WASM32_MAX = 4 * 2**30  # WebAssembly memories of 32-bit Pyodide stop at 4 GiB
 class PyodideREPL(IsolatedREPL):
     """A persistent Python REPL in Pyodide under Deno (``environment="pyodide"``).
 
-    Args (besides those of :class:`~rlm.isolation.repl.IsolatedREPL`: ``cell_timeout``,
+    Args (besides those of :class:`~rlm_isolation.repl.IsolatedREPL`: ``cell_timeout``,
     ``setup_code``, ``max_output_chars``, ``startup_timeout`` (default 120: Pyodide takes a few
     seconds to load), ``timeout_grace``):
         memory_limit: the WebAssembly memory cap of the interpreter (``"2g"`` by default, at

@@ -1,4 +1,4 @@
-"""cgroup caps and the seccomp filter of the sandbox (the policy: :mod:`rlm.isolation.seccomp`)."""
+"""cgroup caps and the seccomp filter of the sandbox (the policy: :mod:`rlm_isolation.seccomp`)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from rlm.isolation.seccomp import program_fd
+from rlm_isolation.seccomp import program_fd
 
 
 def seccomp_program(*, allow_subprocess: bool) -> int:
     """A file descriptor holding the compiled BPF program for ``bwrap --seccomp FD``: the policy
-    of :mod:`rlm.isolation.seccomp`, the same one the ``docker`` environment installs."""
+    of :mod:`rlm_isolation.seccomp`, the same one the ``docker`` environment installs."""
     return program_fd(allow_subprocess=allow_subprocess)
 
 

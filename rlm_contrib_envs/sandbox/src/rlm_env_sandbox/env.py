@@ -12,7 +12,7 @@ Layers, outermost first (each one is reported in :attr:`SandboxREPL.isolation_re
   are two size-limited private tmpfs, ``/tmp`` (the working directory, ``disk_limit``) and
   ``/dev/shm`` (64 MiB at most), whether the host is root or not; no further user namespaces,
   killed with its parent;
-* a seccomp filter, the policy the docker environment applies too (:mod:`rlm.isolation.seccomp`):
+* a seccomp filter, the policy the docker environment applies too (:mod:`rlm_isolation.seccomp`):
   no ptrace, mount, module, BPF, keyring, clock, memfd or System V IPC syscalls, no sockets but
   AF_UNIX, no new processes (unless ``allow_subprocess=True``);
 * rlimits set by the worker on itself before any model code runs (file size, open files, core
@@ -32,7 +32,7 @@ import sys
 from typing import Any
 
 from rlm.exceptions import ConfigurationError, RLMEnvironmentError
-from rlm.isolation.repl import WORKER_FILE, IsolatedREPL, WorkerProcess, parse_size
+from rlm_isolation.repl import WORKER_FILE, IsolatedREPL, WorkerProcess, parse_size
 
 from ._limits import CgroupCap, make_cgroup, seccomp_program
 from .bwrap import INSTALL_HINT, bwrap_command, drop_root
@@ -47,7 +47,7 @@ SHM_BYTES = 64 * 2**20
 class SandboxREPL(IsolatedREPL):
     """A persistent Python REPL in a bubblewrap sandbox (``environment="sandbox"``).
 
-    Args (besides those of :class:`~rlm.isolation.repl.IsolatedREPL`: ``cell_timeout``,
+    Args (besides those of :class:`~rlm_isolation.repl.IsolatedREPL`: ``cell_timeout``,
     ``setup_code``, ``max_output_chars``, ``memory_limit`` (default ``"2g"``),
     ``startup_timeout``, ``timeout_grace``):
         isolation: ``"bwrap"`` (default) or ``"rlimits"``, the weaker opt-in described above.

@@ -15,7 +15,7 @@ How the prompt becomes context and question:
   argument with a space) is split back off and becomes context;
 * fragments (``-f``), text attachments (``-a``), the system prompt (``-s``) and the earlier
   exchanges of a conversation (``-c``) are context too, as named pieces
-  (:func:`rlm.surface.assemble_context`);
+  (:func:`rlm_cli.surface.assemble_context`);
 * with no context at all the prompt is both (as ``rlm run PROMPT``).
 
 Progress (each turn, each sub-call) streams as reasoning, which ``llm`` shows dimmed on stderr.
@@ -34,7 +34,7 @@ from llm.parts import StreamEvent
 from pydantic import Field
 
 from rlm.exceptions import RLMError
-from rlm.surface import DEFAULT_PROFILE, Profile, ProfileRun, assemble_context, load_profiles
+from rlm_cli.surface import DEFAULT_PROFILE, Profile, ProfileRun, assemble_context, load_profiles
 
 PREFIX = "rlm-"
 TEXT_TYPES = frozenset({

@@ -3,7 +3,7 @@
 ``rlm_answer(question, context=None, paths=None, glob=None, profile=None)`` runs an RLM whose
 context is the given text, the files (paths and/or a glob, under the server's files root) or
 both, and returns the answer as text content plus structured content ``{answer, status, run_id,
-usage, ...}`` (:meth:`rlm.surface.Outcome.to_dict`). While it runs, a client that sent a
+usage, ...}`` (:meth:`rlm_cli.surface.Outcome.to_dict`). While it runs, a client that sent a
 progress token gets one progress notification per root turn (``progress`` = the turn,
 ``total`` = the profile's ``max_iterations``, ``message`` = the turn and the sub-calls so far).
 
@@ -29,7 +29,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent
 from rlm.exceptions import RLMError
-from rlm.surface import InputError, Outcome, Profile, ProfileRun, Progress, assemble_context, read_files
+from rlm_cli.surface import InputError, Outcome, Profile, ProfileRun, Progress, assemble_context, read_files
 
 MiB = 1024 * 1024
 

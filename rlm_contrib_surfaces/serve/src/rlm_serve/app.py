@@ -1,6 +1,6 @@
 """The OpenAI-compatible ASGI app: ``GET /v1/models``, ``POST /v1/chat/completions``.
 
-Each model id is an RLM profile (:class:`rlm.surface.Profile`). A request becomes a run as
+Each model id is an RLM profile (:class:`rlm_cli.surface.Profile`). A request becomes a run as
 :mod:`rlm_serve.requests` describes; the run executes on a worker thread of the app's own pool
 (``max_concurrent`` threads), so the event loop only parses, queues and streams. Up to
 ``max_queued`` more requests wait for a thread; beyond that the answer is 429 with
@@ -39,7 +39,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from rlm.exceptions import BackendError, ConfigurationError, RateLimitError, RLMError
-from rlm.surface import InputError, bearer_matches, Outcome, Profile, ProfileRun, Progress
+from rlm_cli.surface import InputError, bearer_matches, Outcome, Profile, ProfileRun, Progress
 
 from .requests import KNOWN_FIELDS, RunRequest, parse_request
 

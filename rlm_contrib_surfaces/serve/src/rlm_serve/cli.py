@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from rlm.exceptions import ConfigurationError
-from rlm.surface import add_profile_arguments, check_bind, profiles_from_args
+from rlm_cli.surface import add_profile_arguments, check_bind, profiles_from_args
 
 API_KEY_ENV = "RLM_SERVE_API_KEY"
 

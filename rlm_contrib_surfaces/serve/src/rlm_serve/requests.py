@@ -6,7 +6,7 @@
   then every earlier message (``message 1 (system)``, ``message 2 (user)``, ...), then the
   attachments (``file`` content parts with inline ``file_data``) of any message, named
   ``attachment: FILENAME``.
-* :func:`rlm.surface.assemble_context` turns the pieces into ``completion()``'s arguments: no
+* :func:`rlm_cli.surface.assemble_context` turns the pieces into ``completion()``'s arguments: no
   piece, the question is the context (as ``rlm run PROMPT``); one piece, its text; several, a dict
   ``{name: text}``. The question is always the ``root_prompt`` when there is context.
 
@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rlm.surface import InputError, Profile, assemble_context, read_files
+from rlm_cli.surface import InputError, Profile, assemble_context, read_files
 
 #: Request fields that change nothing here; sampling belongs to each profile's backend.
 IGNORED_FIELDS = frozenset({

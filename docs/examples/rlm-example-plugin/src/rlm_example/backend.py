@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from rlm.plugin import (BackendConnectionError, BackendTimeoutError, BadResponseError,
-                        BaseBackend, ConfigurationError, ModelResponse, Usage,
-                        error_for_status, error_message_of, estimated_usage, reported_cost)
+    ConfigurationError, ModelResponse, Usage)
+from rlm.plugin import BaseBackend
+from rlm_backend_support import (error_for_status, error_message_of, estimated_usage,
+    reported_cost)
 
 
 class MiniChatBackend(BaseBackend):

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from rlm.contract import context_too_deep
-from rlm.isolation.leftovers import make_run_dir, reap_run_dirs, track_open, untrack_open
+from rlm_isolation.leftovers import make_run_dir, reap_run_dirs, track_open, untrack_open
 from rlm.plugin import (CellResult, ConfigurationError, EnvironmentCapabilities,
                         RLMEnvironmentError, Tool)
 

@@ -1,7 +1,7 @@
 """The REPL worker's loop inside Pyodide (CPython in WebAssembly, single-threaded).
 
 Runs in the Deno Web Worker started by ``pyodide_worker.mjs``, next to ``rlm_worker.py`` (the
-kernel's ``rlm/isolation/worker.py``, copied in as it is). It speaks the same channel protocol as
+kernel's ``rlm_isolation/worker.py``, copied in as it is). It speaks the same channel protocol as
 the threaded CPython worker, over the Deno process's stdin/stdout, with the pieces of
 ``worker.py`` that need no threads: the framing, the handshake proof, ``REPLCore`` (namespace,
 helpers, output capture, results).
@@ -198,7 +198,7 @@ class InlineWorker:
         data = self.received.pop(os.path.basename(path), None)
         if data is None:
             value = W.load_file(path, fmt)
-        elif fmt == "json":  # written with surrogatepass (rlm.isolation.repl.context_chunks)
+        elif fmt == "json":  # written with surrogatepass (rlm_isolation.repl.context_chunks)
             value = json.loads(data.decode("utf-8", "surrogatepass"))
         else:
             value = data.decode("utf-8", "surrogatepass")

@@ -19,7 +19,7 @@ connection serves many requests and a slow reply never holds up the others. Ever
 bounded and :meth:`OpenAICompatibleServer.stop` interrupts them, so stopping is prompt even with
 stalled requests in flight.
 
-    from rlm.testing import OpenAICompatibleServer, Reply, Fault
+    from rlm_testkit.servers import OpenAICompatibleServer, Reply, Fault
 
     with OpenAICompatibleServer(replies=["hello", Reply("bye", completion_tokens=3)]) as srv:
         client = openai.OpenAI(base_url=srv.base_url, api_key="test")
@@ -42,7 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .._backend_support import content_chars, estimate_token_count
+from rlm_backend_support import content_chars, estimate_token_count
 
 __all__ = ["Fault", "OpenAICompatibleServer", "Reply", "demo_responder", "estimate_tokens"]
 
@@ -303,7 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         path = urlsplit(self.path).path.rstrip("/") or "/"
         if path == "/":
-            text = DEMO_BANNER if owner.demo else "rlm scripted OpenAI-compatible server (rlm.testing)"
+            text = DEMO_BANNER if owner.demo else "rlm scripted OpenAI-compatible server (rlm_testkit.servers)"
             self._send(200, (text + "\n").encode("utf-8"), "text/plain; charset=utf-8")
         elif path in ("/health", "/v1/health"):
             self._send_json(200, {"status": "ok", "demo": owner.demo})
@@ -513,7 +513,7 @@ class OpenAICompatibleServer:
             responder = self._responder
             if responder is None:
                 raise _ScriptExhausted(
-                    f"rlm.testing.OpenAICompatibleServer: the scripted replies ran out ({used} "
+                    f"rlm_testkit.servers.OpenAICompatibleServer: the scripted replies ran out ({used} "
                     f"consumed, request #{len(self.requests)}) and no responder is set. Give the "
                     "server more replies or a responder.")
             scripted = responder(messages, body)
@@ -588,7 +588,7 @@ class OpenAICompatibleServer:
             handler._send_error_json(500, str(exc), "server_error", "script_exhausted")
             return
         except Exception as exc:  # noqa: BLE001 - a broken responder must fail the test loudly
-            handler._send_error_json(500, f"rlm.testing responder raised {type(exc).__name__}: {exc}",
+            handler._send_error_json(500, f"rlm_testkit.servers responder raised {type(exc).__name__}: {exc}",
                                      "server_error", "responder_error")
             return
 
@@ -669,9 +669,9 @@ def _fmt_retry_after(value: float | str) -> str:
 
 def _default_error_message(status: int) -> str:
     if status == 401:
-        return "Incorrect API key provided. (rlm.testing scripted fault)"
+        return "Incorrect API key provided. (rlm_testkit.servers scripted fault)"
     if status == 429:
-        return "Rate limit reached for requests. (rlm.testing scripted fault)"
+        return "Rate limit reached for requests. (rlm_testkit.servers scripted fault)"
     if status >= 500:
-        return "The server had an error while processing your request. (rlm.testing scripted fault)"
-    return f"Request failed with status {status}. (rlm.testing scripted fault)"
+        return "The server had an error while processing your request. (rlm_testkit.servers scripted fault)"
+    return f"Request failed with status {status}. (rlm_testkit.servers scripted fault)"

@@ -9,6 +9,7 @@ RLM run with a stand-in for the model.
 
 from __future__ import annotations
 
+import argparse
 import random
 import re
 import sys
@@ -73,8 +74,8 @@ def demo_responder(messages: list[dict[str, Any]], body: dict[str, Any]) -> str:
 
 
 def run_demo(verbose: bool = False) -> int:
-    from . import RLM
-    from .testing import OpenAICompatibleServer
+    from rlm import RLM
+    from .emulator import OpenAICompatibleServer
 
     context = make_context()
     print(f"rlm demo: starting the demo server on 127.0.0.1 (model: {DEMO_MODEL})", file=sys.stderr)
@@ -91,3 +92,15 @@ def run_demo(verbose: bool = False) -> int:
     print(f"rlm demo: {u.total_calls} model calls over HTTP ({u.total_input_tokens} in / "
           f"{u.total_output_tokens} out tokens), {result.execution_time:.2f}s", file=sys.stderr)
     return 0
+
+
+def add_demo_parser(sub: Any) -> None:
+    """The ``rlm demo`` subcommand (registered through ``rlm_register_commands``)."""
+    demo = sub.add_parser("demo", help="run an RLM end to end against a local demo server "
+                                       "(no API key, no network)")
+    demo.add_argument("-v", "--verbose", action="store_true")
+    demo.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    return run_demo(verbose=args.verbose)

@@ -127,7 +127,7 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
             if not isinstance(value, dict):
                 raise ConfigurationError(f"{path}: profiles must be tables ([profiles.NAME] then "
                                          f"lines such as backend = \"openai\"), got {value!r}.")
-            # Checked key by key where they are used (rlm.surface.load_profiles).
+            # Checked key by key where they are used (rlm_cli.surface.load_profiles).
         elif key == "options":
             if not isinstance(value, dict):
                 raise ConfigurationError(f"{path}: options must be a table ([options] then lines "

@@ -1,7 +1,7 @@
 """``IsolatedREPL``: the host side of every environment that runs the REPL worker elsewhere.
 
 An isolated environment (bubblewrap sandbox, Docker container, Pyodide under Deno, cloud
-sandboxes) only has to say how to start :mod:`rlm.isolation.worker` and give back its channel:
+sandboxes) only has to say how to start :mod:`rlm_isolation.worker` and give back its channel:
 subclass :class:`IsolatedREPL` and implement :meth:`IsolatedREPL.launch`. Everything else is
 here, once: the per-run secret and handshake, tools as code strings or JSON values, contexts
 written once per run as files (or streamed over the channel when the worker cannot see the
@@ -25,9 +25,9 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ..contract import code_tool_defines as _defines
-from ..exceptions import ConfigurationError, RLMEnvironmentError
-from ..types import CellResult, EnvironmentCapabilities, Message, Tool, context_depth_text
+from rlm.contract import code_tool_defines as _defines
+from rlm.exceptions import ConfigurationError, RLMEnvironmentError
+from rlm.types import CellResult, EnvironmentCapabilities, Message, Tool, context_depth_text
 from .channel import Channel, ChannelClosed, new_secret
 from .leftovers import make_run_dir, reap_run_dirs, track_open, untrack_open
 from .streams import StderrTail
@@ -211,7 +211,7 @@ class WorkerProcess:
 
     def _drain(self) -> None:
         """Read the worker's stderr in blocks into a bounded tail (an unterminated line of any
-        length costs the host :data:`~rlm.isolation.streams.PARTIAL_CHARS`, not its size)."""
+        length costs the host :data:`~rlm_isolation.streams.PARTIAL_CHARS`, not its size)."""
         assert self.proc.stderr is not None
         fd = self.proc.stderr.fileno()
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -274,7 +274,7 @@ def describe_exit(code: int | None) -> str:
 
 
 class IsolatedREPL:
-    """Base class of the environments that run :mod:`rlm.isolation.worker` elsewhere.
+    """Base class of the environments that run :mod:`rlm_isolation.worker` elsewhere.
 
     Subclasses set :attr:`environment_name`, implement :meth:`launch` and, when the worker sees
     a host directory, set :attr:`_shared_ctx_dir` (contexts are then written there by the host

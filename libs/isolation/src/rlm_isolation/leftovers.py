@@ -4,7 +4,7 @@ Two registries, both emptied by ``atexit`` and by ``SIGTERM`` (when the program 
 of its own for it, one is installed by the first :func:`track_open` in the main thread: it
 releases everything, then ends the process by SIGTERM as before):
 
-* every :class:`~rlm.isolation.repl.IsolatedREPL` that was started and not yet shut down
+* every :class:`~rlm_isolation.repl.IsolatedREPL` that was started and not yet shut down
   (:func:`track_open` / :func:`untrack_open`): at exit each is shut down, so a sandbox, container or
   worker process and its run directory do not outlive a program that never called
   ``RLM.close()`` (persistent mode) or was interrupted between runs;

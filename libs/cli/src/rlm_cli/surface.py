@@ -30,8 +30,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .exceptions import CancellationError, ConfigurationError, RLMError
-from .types import AnswerSource, RunStatus, UsageSummary
+from rlm.exceptions import CancellationError, ConfigurationError, RLMError
+from rlm.types import AnswerSource, RunStatus, UsageSummary
 
 __all__ = ["DEFAULT_PROFILE", "InputError", "Outcome", "Profile", "ProfileRun", "Progress",
            "add_profile_arguments", "assemble_context", "bearer_matches", "check_bind", "is_loopback",
@@ -126,8 +126,8 @@ class Profile:
 def load_profiles(config: Mapping[str, Any] | None = None, *,
                   where: str | None = None) -> dict[str, Profile]:
     """The ``[profiles.NAME]`` tables of the user configuration file (``{}`` when there are
-    none). ``config`` defaults to the file itself (:func:`rlm._defaults.read_config`)."""
-    from ._defaults import config_path, read_config
+    none). ``config`` defaults to the file itself (:func:`rlm.config.read_config`)."""
+    from rlm.config import config_path, read_config
 
     if config is None:
         path = config_path()
@@ -405,8 +405,8 @@ class ProfileRun:
     def _sinks(self) -> list[Any]:
         sinks: list[Any] = [self._watcher]
         if self.log:
-            from ._manager import get_plugin_manager
-            from .exceptions import UnknownPluginError
+            from rlm import get_plugin_manager
+            from rlm.exceptions import UnknownPluginError
 
             try:
                 sinks.append((self.pm or get_plugin_manager()).create("sink", "store"))
@@ -417,7 +417,7 @@ class ProfileRun:
     def execute(self) -> Outcome:
         import time
 
-        from ._rlm import RLM
+        from rlm import RLM
 
         t0 = time.perf_counter()
         rlm = RLM(**self.profile.rlm_kwargs(), sinks=self._sinks(), plugin_manager=self.pm)

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .exceptions import ConfigurationError
+from rlm.exceptions import ConfigurationError
 
 #: ``RLM(...)`` arguments a line's ``settings`` may not set: they are objects of this process
 #: (or make no sense for one line of a batch).
@@ -54,7 +54,7 @@ _MERGED = ("backend_kwargs", "environment_kwargs", "sampling_args", "sub_samplin
 
 
 def _rlm_parameters() -> set[str]:
-    from ._rlm import RLM
+    from rlm import RLM
 
     return {n for n in inspect.signature(RLM.__init__).parameters if n != "self"}
 
@@ -147,7 +147,7 @@ _cache: dict[str, Any] = {}
 def _cached_rlm(settings: dict[str, Any]) -> Any:
     """One RLM per distinct settings in this process, shared by the lines that use them (an RLM
     runs concurrent non-persistent completions safely and reuses its backend's connections)."""
-    from ._rlm import RLM
+    from rlm import RLM
 
     key = json.dumps(settings, sort_keys=True, default=lambda v: f"{type(v).__name__}@{id(v)}")
     with _cache_lock:
@@ -439,7 +439,7 @@ def batch(items: str | os.PathLike[str] | Iterable[Any], *,
     input, an unknown executor or bad arguments; Ctrl+C cancels the lines in flight, keeps what
     finished, and raises ``KeyboardInterrupt`` (rerun to resume).
     """
-    from ._manager import get_plugin_manager
+    from rlm import get_plugin_manager
 
     if not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigurationError(f"concurrency must be an integer >= 1, got {concurrency!r}.")

@@ -8,9 +8,9 @@ the demo point any OpenAI-compatible client at ``srv.base_url`` and script its r
 
 from __future__ import annotations
 
-from .anthropic_server import AnthropicCompatibleServer, AnthropicReply
-from .gemini_emulator import GeminiEmulator, GeminiReply
-from .openai_server import Fault, OpenAICompatibleServer, Reply, demo_responder, estimate_tokens
+from .anthropic import AnthropicCompatibleServer, AnthropicReply
+from .gemini import GeminiEmulator, GeminiReply
+from rlm_backend_openai.emulator import Fault, OpenAICompatibleServer, Reply, demo_responder, estimate_tokens
 
 __all__ = ["AnthropicCompatibleServer", "AnthropicReply", "Fault", "GeminiEmulator", "GeminiReply",
            "OpenAICompatibleServer", "Reply", "demo_responder", "estimate_tokens"]

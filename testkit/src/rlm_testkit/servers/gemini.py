@@ -3,7 +3,7 @@
 An *emulator*: not Google's service and no model. It answers in the public API's JSON shapes so
 the official ``google-genai`` SDK (``genai.Client(http_options={"base_url": emu.base_url})``)
 and raw HTTP clients work against it unchanged. Standard library only, built on
-:class:`~rlm.testing.OpenAICompatibleServer` (same scripting, faults, recording and prompt
+:class:`~rlm_testkit.servers.OpenAICompatibleServer` (same scripting, faults, recording and prompt
 shutdown); only the wire format differs.
 
 * ``POST /{version}/models/{model}:generateContent``: a ``GenerateContentResponse``
@@ -31,7 +31,7 @@ The responder is called as ``responder(messages, body)`` with the request as pla
 parts of each content joined), so the responders written for the OpenAI server work unchanged.
 Token counts are the same characters / 4 as the other test servers'.
 
-    from rlm.testing import Fault, GeminiEmulator, GeminiReply
+    from rlm_testkit.servers import Fault, GeminiEmulator, GeminiReply
 
     with GeminiEmulator(replies=[GeminiReply("hi", thoughts="Let me think.")]) as emu:
         client = genai.Client(api_key="test", http_options={"base_url": emu.base_url})
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .openai_server import (DEFAULT_STALL_SECONDS, Fault, OpenAICompatibleServer, Reply,
+from rlm_backend_openai.emulator import (DEFAULT_STALL_SECONDS, Fault, OpenAICompatibleServer, Reply,
                             _Handler, _ScriptExhausted, estimate_tokens)
 
 __all__ = ["GeminiEmulator", "GeminiReply", "gemini_error_body"]
@@ -206,7 +206,7 @@ class _GeminiHandler(_Handler):
         owner: GeminiEmulator = self.server.owner  # type: ignore[assignment]
         path = urlsplit(self.path).path.rstrip("/") or "/"
         if path == "/":
-            self._send(200, b"rlm Gemini API emulator (rlm.testing; not Google's service, no model)\n",
+            self._send(200, b"rlm Gemini API emulator (rlm_testkit.servers; not Google's service, no model)\n",
                        "text/plain; charset=utf-8")
             return
         if path == "/health":
@@ -294,7 +294,7 @@ class GeminiEmulator(OpenAICompatibleServer):
     """An emulator of the Gemini API on ``host:port`` (``port=0`` picks a free port).
 
     Same arguments, scripting (``replies``, ``responder``, ``add_replies``), faults
-    (:class:`~rlm.testing.Fault`: ``status``, ``stall``, ``reset``, ``malformed``, ``no_usage``)
+    (:class:`~rlm_testkit.servers.Fault`: ``status``, ``stall``, ``reset``, ``malformed``, ``no_usage``)
     and records (``requests``, ``headers``, ``paths``) as :class:`OpenAICompatibleServer`;
     ``requests`` holds the ``generateContent`` bodies (with the path's model as ``"model"``),
     ``count_requests`` the ``countTokens`` bodies. ``api_key`` (optional) is the key it accepts.
@@ -323,14 +323,14 @@ class GeminiEmulator(OpenAICompatibleServer):
 
     def model_info(self) -> dict[str, Any]:
         return {"name": f"models/{self.model}", "version": "001", "displayName": self.model,
-                "description": "rlm.testing Gemini API emulator (no model)",
+                "description": "rlm_testkit.servers Gemini API emulator (no model)",
                 "inputTokenLimit": INPUT_TOKEN_LIMIT, "outputTokenLimit": OUTPUT_TOKEN_LIMIT,
                 "supportedGenerationMethods": ["generateContent", "countTokens"],
                 "temperature": 1.0, "maxTemperature": 2.0, "topP": 0.95, "topK": 64,
                 "thinking": True}
 
     def _error_message(self, status: int) -> str:
-        return _MESSAGES.get(status, f"Request failed with status {status}. (rlm.testing emulator fault)")
+        return _MESSAGES.get(status, f"Request failed with status {status}. (rlm_testkit.servers emulator fault)")
 
     def _answer_fault(self, handler: Any, fault: Fault | None) -> bool:
         # The API says when to retry in a RetryInfo detail, not in a Retry-After header.
@@ -356,7 +356,7 @@ class GeminiEmulator(OpenAICompatibleServer):
             handler._send_error_json(500, str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - a broken responder must fail the test loudly
-            handler._send_error_json(500, f"rlm.testing responder raised {type(exc).__name__}: {exc}")
+            handler._send_error_json(500, f"rlm_testkit.servers responder raised {type(exc).__name__}: {exc}")
             return
 
         if fault is not None and fault.kind == "stall":

@@ -17,11 +17,11 @@ import re
 import sys
 from typing import Any
 
-from . import __version__
+from rlm import __version__
 
 
 def _parse_kv(items: list[str] | None, flag: str) -> dict[str, Any]:
-    from ._cli_input import UsageError, parse_value
+    from ._input import UsageError, parse_value
 
     out: dict[str, Any] = {}
     for item in items or []:
@@ -42,10 +42,10 @@ EMBEDDED_NOTE = ("Qwen2.5-Coder-0.5B, a 0.5B demo model: slow and often wrong; f
 def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     """The ``RLM(...)`` arguments of a run from its flags and the config file, and why that
     backend (one phrase for the backend line)."""
-    from ._cli_input import UsageError, check_base_url, check_options
-    from ._defaults import EMBEDDED_BACKEND, choose_backend, config_defaults, config_path
-    from ._manager import get_plugin_manager
-    from ._models import sampling_options
+    from ._input import UsageError, check_base_url, check_options
+    from rlm.config import EMBEDDED_BACKEND, choose_backend, config_defaults, config_path
+    from rlm import get_plugin_manager
+    from .models import sampling_options
 
     if args.base_url:
         check_base_url(args.base_url)
@@ -53,7 +53,7 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     env_kwargs = _parse_kv(args.env_arg, "--env-arg")
     options: dict[str, Any] = {}
     for key, raw in args.option or []:
-        from ._cli_input import parse_value
+        from ._input import parse_value
 
         options[key] = parse_value(raw)
     if args.backend:
@@ -103,7 +103,7 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 def _run_input(args: argparse.Namespace) -> tuple[Any, str | None]:
     """``(context, root_prompt)``: the files of --context (or piped stdin) are the context and
     the prompt the question; with neither, the prompt is the context."""
-    from ._cli_input import check_prompt, read_contexts, stdin_is_piped
+    from ._input import check_prompt, read_contexts, stdin_is_piped
 
     prompt = check_prompt(args.prompt)
     specs = list(args.context or [])
@@ -124,9 +124,9 @@ def _print_json(obj: dict[str, Any]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import RLM
-    from ._cli_input import UsageError, cli_words
-    from .exceptions import CancellationError, RLMError, UnknownPluginError
+    from rlm import RLM
+    from ._input import UsageError, cli_words
+    from rlm.exceptions import CancellationError, RLMError, UnknownPluginError
 
     def fail(exc: BaseException, code: int, partial: str | None = None,
              status: str = "error") -> int:
@@ -143,7 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     sinks: list[Any] = []
     try:
         if args.env_file:
-            from .keys import load_dotenv
+            from rlm.keys import load_dotenv
 
             load_dotenv(args.env_file)
         context, root_prompt = _run_input(args)
@@ -220,8 +220,8 @@ def _run_sinks(args: argparse.Namespace) -> list[Any]:
     """The sinks `rlm run` adds: the trajectory store (unless --no-log) and progress (a live
     line on a terminal, a plain line per turn otherwise; not with -v, which prints every turn).
     Both come from plugins: when they are not installed the run simply goes without them."""
-    from ._manager import get_plugin_manager
-    from .exceptions import UnknownPluginError
+    from rlm import get_plugin_manager
+    from rlm.exceptions import UnknownPluginError
 
     pm = get_plugin_manager()
     out: list[Any] = []
@@ -240,7 +240,7 @@ def _run_sinks(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from ._manager import get_plugin_manager
+    from rlm import get_plugin_manager
 
     rows = get_plugin_manager().report()
     if args.json:
@@ -269,7 +269,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def _cmd_list(kind: str):
     def run(args: argparse.Namespace) -> int:
-        from ._manager import get_plugin_manager
+        from rlm import get_plugin_manager
 
         reg = get_plugin_manager().registry(kind)
         entries = sorted({id(e): e for e in reg.entries.values()}.values(), key=lambda e: e.name)
@@ -285,8 +285,8 @@ def _cmd_list(kind: str):
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from . import batch
-    from .exceptions import RLMError
+    from .batching import batch
+    from rlm.exceptions import RLMError
 
     backend_kwargs = _parse_kv(args.backend_arg, "--backend-arg")
     if args.model:
@@ -303,7 +303,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         "max_timeout": args.timeout, "max_budget": args.max_budget,
         "cell_timeout": args.cell_timeout}
     if args.backend is None:
-        from ._defaults import choose_backend
+        from rlm.config import choose_backend
 
         settings["backend"] = choose_backend(None).name  # chosen once, here, for every line
     try:
@@ -329,9 +329,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """``rlm models``: what each installed backend offers (read from what it declares)."""
-    from ._defaults import load_config
-    from ._manager import get_plugin_manager
-    from ._models import backend_models
+    from rlm.config import load_config
+    from rlm import get_plugin_manager
+    from .models import backend_models
 
     reg = get_plugin_manager().registry("backend")
     entries = sorted({id(e): e for e in reg.entries.values()}.values(), key=lambda e: e.name)
@@ -372,11 +372,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_models_default(args: argparse.Namespace) -> int:
     """``rlm models default [NAME] [-b BACKEND]``: show or set the default model in config.toml."""
-    from ._cli_input import UsageError
-    from ._defaults import config_path, load_config
-    from ._manager import get_plugin_manager
-    from ._models import backend_models
-    from .exceptions import RLMError
+    from ._input import UsageError
+    from rlm.config import config_path, load_config
+    from rlm import get_plugin_manager
+    from .models import backend_models
+    from rlm.exceptions import RLMError
 
     config = load_config()
     if not args.name:
@@ -399,7 +399,7 @@ def cmd_models_default(args: argparse.Namespace) -> int:
             # The configured backend, else today's default, else the provider's own backend
             # (one that knows the model's context window; the shortest name: openai, not
             # azure_openai) over gateways that merely price it.
-            from ._defaults import choose_backend
+            from rlm.config import choose_backend
 
             try:
                 current = choose_backend(pm).name
@@ -462,8 +462,8 @@ def cmd_install(args: argparse.Namespace) -> int:
     unless --force: a typo must not install whatever someone published under it."""
     import difflib
 
-    from ._cli_input import UsageError
-    from ._manager import KNOWN_DISTRIBUTIONS
+    from ._input import UsageError
+    from rlm.plugin import KNOWN_DISTRIBUTIONS
 
     known = sorted(set(KNOWN_DISTRIBUTIONS.values()) | {"rlm-plugins", "rlm-core", "rlm-testkit"})
     for name in args.packages:
@@ -485,12 +485,6 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
     return _pip(["uninstall", *(["-y"] if args.yes else []), *args.packages])
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
-
-    return run_demo(verbose=args.verbose)
 
 
 def _add_run_arguments(run: argparse.ArgumentParser) -> None:
@@ -629,10 +623,6 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     bat.add_argument("--cell-timeout", type=float, default=None)
     bat.set_defaults(func=cmd_batch)
 
-    demo = sub.add_parser("demo", help="run an RLM end to end against a local demo server "
-                                       "(no API key, no network)")
-    demo.add_argument("-v", "--verbose", action="store_true")
-    demo.set_defaults(func=cmd_demo)
 
     if with_plugins:
         _add_plugin_commands(sub)
@@ -640,7 +630,7 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
 
 
 def _add_plugin_commands(sub: Any) -> None:
-    from ._manager import get_plugin_manager
+    from rlm import get_plugin_manager
 
     try:
         reg = get_plugin_manager().registry("command")
@@ -657,11 +647,11 @@ def _add_plugin_commands(sub: Any) -> None:
 
 
 BUILTIN_COMMANDS = ("run", "models", "plugins", "backends", "envs", "install", "uninstall",
-                    "batch", "demo")
+                    "batch")
 
 
 def _plugin_command_names() -> list[str]:
-    from ._manager import get_plugin_manager
+    from rlm import get_plugin_manager
 
     try:
         return sorted(get_plugin_manager().registry("command").names())
@@ -683,7 +673,7 @@ def _route(argv: list[str]) -> list[str]:
 
         close = difflib.get_close_matches(argv[0], commands, n=1, cutoff=0.75)
         if close:
-            from ._cli_input import UsageError
+            from ._input import UsageError
 
             raise UsageError(f"unknown command {argv[0]!r}; did you mean `rlm {close[0]}`? "
                              f"(To send it as a prompt: rlm run {argv[0]})")
@@ -709,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from ._cli_input import UsageError
+    from ._input import UsageError
 
     try:
         argv = _route(argv)
@@ -724,17 +714,17 @@ def _main(argv: list[str]) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from .exceptions import RLMError, UnknownPluginError
+    from rlm.exceptions import RLMError, UnknownPluginError
 
     try:
         return int(args.func(args) or 0)
     except (UsageError, UnknownPluginError) as exc:
-        from ._cli_input import cli_words
+        from ._input import cli_words
 
         print(f"rlm: usage error: {cli_words(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except RLMError as exc:
-        from ._cli_input import cli_words
+        from ._input import cli_words
 
         print(f"rlm: {type(exc).__name__}: {cli_words(str(exc))}", file=sys.stderr)
         return EXIT_ERROR

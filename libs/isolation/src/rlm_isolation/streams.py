@@ -9,7 +9,7 @@ the channel can read, the environment's process object hands it over here:
   stream with an exit code, ``returncode()``, ``stderr_tail()`` and a ``kill()`` that stops the
   remote process once. Subclasses provide ``write`` and :meth:`ChunkStream._stop`.
 
-:class:`~rlm.isolation.textstream.TextLineStream` (text-only exec APIs) and the Modal
+:class:`~rlm_isolation.textstream.TextLineStream` (text-only exec APIs) and the Modal
 environment's binary exec stream are built on them.
 """
 

@@ -1,6 +1,6 @@
 """A scripted Anthropic Messages API server for tests and benchmarks.
 
-Standard library only, built on :class:`~rlm.testing.OpenAICompatibleServer` (same scripting,
+Standard library only, built on :class:`~rlm_testkit.servers.OpenAICompatibleServer` (same scripting,
 faults, recording and prompt shutdown); only the wire format differs. It speaks enough of the
 Messages API for the official ``anthropic`` SDK, LiteLLM's ``anthropic/...`` route and raw HTTP:
 
@@ -17,10 +17,10 @@ Errors have the Anthropic shape ``{"type": "error", "error": {"type", "message"}
 The responder is called as ``responder(messages, body)`` where ``messages`` is the chat in the
 plain form every rlm responder takes: the top-level ``system`` first as a ``{"role": "system"}``
 message, then each message with its text blocks joined into one string. So
-:func:`~rlm.testing.demo_responder` and the responders written for the OpenAI server work here
+:func:`~rlm_testkit.servers.demo_responder` and the responders written for the OpenAI server work here
 unchanged. Token counts are the same deterministic characters / 4 as the OpenAI server's.
 
-    from rlm.testing import AnthropicCompatibleServer, AnthropicReply, Fault
+    from rlm_testkit.servers import AnthropicCompatibleServer, AnthropicReply, Fault
 
     with AnthropicCompatibleServer(replies=[AnthropicReply("hi", thinking="Let me think.")]) as srv:
         client = anthropic.Anthropic(base_url=srv.base_url, api_key="test")
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from .openai_server import (DEFAULT_STALL_SECONDS, OpenAICompatibleServer, Reply,
+from rlm_backend_openai.emulator import (DEFAULT_STALL_SECONDS, OpenAICompatibleServer, Reply,
                             _default_error_message, _Handler,
                             _ScriptExhausted, estimate_tokens)
 
@@ -112,7 +112,7 @@ class _AnthropicHandler(_Handler):
         owner = self.server.owner
         path = urlsplit(self.path).path.rstrip("/") or "/"
         if path == "/":
-            self._send(200, b"rlm scripted Anthropic Messages API server (rlm.testing)\n",
+            self._send(200, b"rlm scripted Anthropic Messages API server (rlm_testkit.servers)\n",
                        "text/plain; charset=utf-8")
         elif path in ("/health", "/v1/health"):
             self._send_json(200, {"status": "ok"})
@@ -183,7 +183,7 @@ class AnthropicCompatibleServer(OpenAICompatibleServer):
     """A scripted Anthropic Messages API server on ``host:port`` (``port=0`` picks a free port).
 
     Same arguments, scripting (``replies``, ``responder``, ``add_replies``), faults
-    (:class:`~rlm.testing.Fault`: ``status``, ``stall``, ``reset``, ``malformed``, ``no_usage``)
+    (:class:`~rlm_testkit.servers.Fault`: ``status``, ``stall``, ``reset``, ``malformed``, ``no_usage``)
     and records (``requests``, ``headers``, ``paths``) as :class:`OpenAICompatibleServer`.
     ``api_key`` (optional) is the key the server accepts; without it any key is accepted.
     ``base_url`` is the server root, which is what Anthropic clients take.
@@ -226,7 +226,7 @@ class AnthropicCompatibleServer(OpenAICompatibleServer):
             handler._send_error_json(500, str(exc), "api_error")
             return
         except Exception as exc:  # noqa: BLE001 - a broken responder must fail the test loudly
-            handler._send_error_json(500, f"rlm.testing responder raised {type(exc).__name__}: {exc}",
+            handler._send_error_json(500, f"rlm_testkit.servers responder raised {type(exc).__name__}: {exc}",
                                      "api_error")
             return
 
@@ -327,7 +327,7 @@ def _content_blocks(reply: Reply) -> list[dict[str, Any]]:
 
 def _anthropic_error_message(status: int) -> str:
     if status == 529:
-        return "Overloaded (rlm.testing scripted fault)"
+        return "Overloaded (rlm_testkit.servers scripted fault)"
     if status == 401:
-        return "invalid x-api-key (rlm.testing scripted fault)"
+        return "invalid x-api-key (rlm_testkit.servers scripted fault)"
     return _default_error_message(status)

@@ -1,9 +1,9 @@
 """What every model backend needs, in one place: retries, error mapping, prices, secrets, usage.
 
-Plugin authors import these from :mod:`rlm.plugin`::
+Plugin authors import these from :mod:`rlm_backend_support` (distribution ``rlm-backend-support``)::
 
-    from rlm.plugin import (PriceTable, RetryPolicy, Secret, error_for_status,
-                            estimated_usage, missing_key_error, parse_retry_after)
+    from rlm_backend_support import (PriceTable, RetryPolicy, Secret, error_for_status,
+        estimated_usage, missing_key_error, parse_retry_after)
 
 Standard library only; nothing here does I/O except :meth:`RetryPolicy.call` sleeping between
 attempts. The pieces are independent: a backend may use the retry loop with its own error
@@ -35,10 +35,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .exceptions import (AuthenticationError, BackendError, BackendTimeoutError,
+from rlm.exceptions import (AuthenticationError, BackendError, BackendTimeoutError,
                          ConfigurationError, ContextWindowExceededError, RateLimitError,
                          ServerError)
-from .types import Usage
+from rlm.types import Usage
 
 __all__ = [
     "check_sdk_kwargs",

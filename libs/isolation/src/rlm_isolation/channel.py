@@ -1,4 +1,4 @@
-"""The host end of the channel to a REPL worker (see :mod:`rlm.isolation.worker`).
+"""The host end of the channel to a REPL worker (see :mod:`rlm_isolation.worker`).
 
 One :class:`Channel` per worker process: it authenticates the worker with the per-run secret,
 then a reader thread takes every frame the worker sends. Helper calls (``llm_query`` and friends,

@@ -2,7 +2,7 @@
 
 Cloud sandboxes (E2B, Daytona, Modal) start processes through an API whose stdin and stdout carry
 text, not bytes: output arrives as decoded strings in callbacks or iterators, input is sent as
-strings. The worker's ``--text`` mode (:func:`rlm.isolation.worker.text_lines`) turns every frame
+strings. The worker's ``--text`` mode (:func:`rlm_isolation.worker.text_lines`) turns every frame
 into one line ``@<base64>\\n``; this class does the same on the host, so the channel's frames
 cross such an API unchanged. Lines without the ``@`` mark (a shell's banner, output the provider
 merged into stdout) go to the stderr tail that is quoted when the worker dies.
@@ -35,7 +35,7 @@ class TextLineStream(ChunkStream):
 
     What the worker writes is untrusted (cell code can write to the channel's descriptor too):
     a channel line longer than the largest frame's is a protocol error, and only the first
-    :data:`~rlm.isolation.streams.LINE_CHARS` characters of a foreign line are kept, so a line
+    :data:`~rlm_isolation.streams.LINE_CHARS` characters of a foreign line are kept, so a line
     that never ends cannot grow a buffer without bound. A line's pieces are joined once, at its
     end, so a large frame delivered in small pieces costs linear time.
 

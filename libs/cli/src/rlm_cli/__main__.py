@@ -1,0 +1,3 @@
+from rlm_cli import main
+
+raise SystemExit(main())
