@@ -35,8 +35,8 @@ def main() -> None:
 
     items = [{"prompt": "x" * (i + 1)} for i in range(a.lines)]
     with OpenAICompatibleServer(responder=responder, latency=a.latency) as srv:
-        settings = dict(backend="openai", backend_kwargs={"model_name": "m", "api_key": "t",
-                                                          "base_url": srv.base_url})
+        settings = {"backend": "openai", "backend_kwargs": {"model_name": "m", "api_key": "t",
+                                                          "base_url": srv.base_url}}
         ideal = a.lines * a.latency / a.concurrency
         print(f"{a.lines} lines, {a.latency * 1000:.0f} ms per model call, concurrency "
               f"{a.concurrency} (ideal {ideal:.2f}s), {os.cpu_count()} CPUs")

@@ -102,7 +102,8 @@ TASKS = [
     Task("max_list", [3, 91, 14, 55, 8, 67], "What is the largest number?", "91"),
     Task("line_count", _log(), "How many lines are there?", "40"),
     Task("no_context", "What is 2**100?", None, "1267650600228229401496703205376"),
-    Task("csv_column", _csv(), "What is the total of the amount column?", str(sum((i * 37) % 50 + 1 for i in range(1, 21)))),
+    Task("csv_column", _csv(), "What is the total of the amount column?",
+         str(sum((i * 37) % 50 + 1 for i in range(1, 21)))),
     Task("word_frequency", _text_with("apple", 5), "How many times does the word apple appear?", "5"),
     Task("dict_lookup", {"host": "db.internal", "port": 6543, "user": "admin"}, "What is the value of port?", "6543"),
 ]
@@ -119,7 +120,8 @@ HELDOUT = [
     Task("api_key", _filler(120, 64).replace("The secret code is 4817.", "api key: XK-9921"),
          "What is the api key?", "XK-9921"),
     Task("failed_jobs", _status_csv(), "How many jobs have status failed?", "6"),
-    Task("word_count", "the quick brown fox jumps over the lazy dog and runs far away", "How many words are in the text?", "13"),
+    Task("word_count", "the quick brown fox jumps over the lazy dog and runs far away",
+         "How many words are in the text?", "13"),
     Task("german", "Der Hund schläft im Garten, während die Kinder in der Schule lernen.",
          "Which language is the text written in?", "German"),
     Task("count_worker", _warn_log(), "How many lines mention worker-2?", "12"),
@@ -203,12 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     for task in SETS[args.set]:
         if wanted and task.name not in wanted:
             continue
-        turns = []
+        turns: list[int] = []
         sampling = {} if args.temperature is None else {"temperature": args.temperature, "seed": 7}
         rlm = RLM(backend="llamacpp", backend_kwargs=kwargs, max_iterations=args.max_iterations,
                   verbose=args.verbose, sampling_args=sampling, max_timeout=args.task_timeout,
-                  on_iteration_complete=lambda *a, **k: turns.append(1))
-        timings = rlm._default_backend()[0].timings  # noqa: SLF001 - llama.cpp's per-call timings
+                  on_iteration_complete=lambda *a, turns=turns, **k: turns.append(1))
+        timings = rlm._default_backend()[0].timings  # llama.cpp's per-call timings
         timings.clear()
         # Share the already-running server: the backend instance is per RLM, the server per process.
         t0 = time.perf_counter()
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                      "output_tokens": usage.total_output_tokens if usage else None,
                      "answer": (answer or "")[:80], "expected": task.expected, "error": error})
         print(f"task {task.name:14s} {'OK  ' if ok else 'FAIL'} {seconds:6.1f} s  turns={len(turns)}  "
-              f"{status:14s} evaluated/cached per call={list(zip(evaluated, cached))}  "
+              f"{status:14s} evaluated/cached per call={list(zip(evaluated, cached, strict=True))}  "
               f"answer={(answer or '')[:60]!r}  expected={task.expected!r}"
               + (f"  error={error[:120]}" if error else ""), flush=True)
     solved = sum(r["ok"] for r in rows)

@@ -65,7 +65,7 @@ def containers_all(host_pid: int) -> int:
 def cgroups(host_pid: int) -> int:
     """The sandbox cgroups named after that host still in the cgroup tree."""
     found = 0
-    for dirpath, dirnames, _ in os.walk("/sys/fs/cgroup"):
+    for _dirpath, dirnames, _ in os.walk("/sys/fs/cgroup"):
         found += sum(1 for d in dirnames if d.startswith(f"rlm-sandbox-{host_pid}-"))
         dirnames[:] = [d for d in dirnames if not d.startswith("rlm-sandbox-")]
     return found

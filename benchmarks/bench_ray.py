@@ -85,8 +85,8 @@ def main() -> None:
     cores = os.cpu_count() or 1
     items = [{"prompt": "x" * (i + 1)} for i in range(a.lines)]
     with OpenAICompatibleServer(responder=responder) as srv:
-        settings = dict(backend="openai", backend_kwargs={"model_name": "m", "api_key": "t",
-                                                          "base_url": srv.base_url})
+        settings = {"backend": "openai", "backend_kwargs": {"model_name": "m", "api_key": "t",
+                                                          "base_url": srv.base_url}}
         run_batch("threads", items[:8], settings, a.concurrency)  # warm imports
         wall, cpu, ok = run_batch("threads", items, settings, a.concurrency)
         print(f"threads: {ok}/{a.lines} lines in {wall:.2f}s: {ok / wall:.1f} lines/s, "

@@ -34,7 +34,8 @@ SCRIPTS = {
     "turns": lambda k: "FINAL(done)" if k >= 20 else "```repl\nx = 1\n```",
     "sequential": lambda k: "```repl\nfor i in range(300):\n    llm_query('q')\nFINAL('done')\n```",
     "batched": lambda k: "```repl\nr = llm_query_batched([str(i) for i in range(64)])\nFINAL(len(r))\n```",
-    "children": lambda k: "```repl\nr = rlm_query_batched([f'child-{i:02d}' for i in range(50)])\nanswer.update(content=' '.join(r), ready=True)\n```",
+    "children": lambda k: ("```repl\nr = rlm_query_batched([f'child-{i:02d}' for i in range(50)])\n"
+                           "answer.update(content=' '.join(r), ready=True)\n```"),
     "cancel": lambda k: "```repl\nr = llm_query_batched(['slow'] * 16)\n```",
 }
 latency = {"batched": 0.2}
@@ -73,7 +74,7 @@ def run(mode: str, port: int, **kw) -> float:
     t0 = time.perf_counter()
     try:
         response = r.completion("ctx").response
-    except Exception as exc:  # noqa: BLE001 - the cancel case raises by design
+    except Exception as exc:  # the cancel case raises by design
         if mode != "cancel":
             raise
         response = type(exc).__name__

@@ -211,7 +211,7 @@ def slope_per_1000(samples: list[dict], key: str) -> float:
     ys = [s[key] for s in half]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     den = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den * 1000 if den else 0.0
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den * 1000 if den else 0.0
 
 
 def main() -> int:
@@ -350,7 +350,10 @@ def main() -> int:
         ratio = (b / a) if a and b and a > 0 else None
         spread = {lib: [min(v), max(v)] for lib, v in by.items() if len(v) > 1}
         table.append({"metric": metric, "rlm": a, "rlms": b, "ratio": ratio, "range": spread})
-        fmt = lambda v: f"{v:10.3f}" if v is not None else f"{'-':>10}"
+
+        def fmt(v: float | None) -> str:
+            return f"{v:10.3f}" if v is not None else f"{'-':>10}"
+
         print(f"{metric:58} {fmt(a)} {fmt(b):>11} {'-' if ratio is None else f'{ratio:9.1f}':>9}")
     for note in notes:
         print("note:", note)

@@ -29,7 +29,7 @@ def test_the_page_has_runnable_examples() -> None:
 def test_example_runs_and_prints_what_it_says(code: str, clean_plugin_env: object) -> None:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(code, str(DOC), "exec"), {"__name__": "__docs__"})  # noqa: S102
+        exec(compile(code, str(DOC), "exec"), {"__name__": "__docs__"})
     printed = out.getvalue().splitlines()
     promised = [m.group(1).strip() for line in code.splitlines()
                 if line.lstrip().startswith("print(") and (m := re.search(r"#\s*(.+)$", line))]

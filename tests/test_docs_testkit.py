@@ -48,5 +48,5 @@ def test_opening_example_runs_as_written(tmp_path: Path) -> None:
                           text=True, timeout=300)
     tail = proc.stdout[-3000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, tail
-    counts = dict((k, int(n)) for n, k in re.findall(r"(\d+) (passed|failed|error|errors)", tail))
+    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|error|errors)", tail)}
     assert counts.get("passed", 0) >= 30 and not counts.get("failed") and not counts.get("error"), tail

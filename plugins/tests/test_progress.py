@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _trajectories import responder  # noqa: E402
+from _trajectories import responder
 
-from rlm import RLM  # noqa: E402
-from rlm_plugins.viewer.progress import ProgressSink  # noqa: E402
+from rlm import RLM
+from rlm_plugins.viewer.progress import ProgressSink
 
 
 def test_line_counts_turns_subcalls_tokens_and_cost():

@@ -18,14 +18,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _trajectories import run_completion  # noqa: E402
+from _trajectories import run_completion
 
-from rlm.exceptions import ConfigurationError  # noqa: E402
-from rlm_plugins.store import db as dbmod  # noqa: E402
-from rlm_plugins.store.db import Database  # noqa: E402
-from rlm_plugins.store.query import (export_jsonl, import_file, import_runs, list_runs,  # noqa: E402
+from rlm.exceptions import ConfigurationError
+from rlm_plugins.store import db as dbmod
+from rlm_plugins.store.db import Database
+from rlm_plugins.store.query import (export_jsonl, import_file, import_runs, list_runs,
                                      load_tree, parse_jsonl, parse_when, resolve_id, walk)
-from rlm_plugins.store.sink import StoreSink  # noqa: E402
+from rlm_plugins.store.sink import StoreSink
 
 
 def rlm_cli(*args: str, env: dict | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:

@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _browser import Browser, find_chromium  # noqa: E402
-from _trajectories import run_completion  # noqa: E402
-from test_store import REFERENCE_LOG  # noqa: E402
+from _browser import Browser, find_chromium
+from _trajectories import run_completion
+from test_store import REFERENCE_LOG
 
-from rlm_plugins.store.db import Database  # noqa: E402
-from rlm_plugins.store.sink import StoreSink  # noqa: E402
-from rlm_plugins.viewer.server import Viewer, make_server  # noqa: E402
+from rlm_plugins.store.db import Database
+from rlm_plugins.store.sink import StoreSink
+from rlm_plugins.viewer.server import Viewer, make_server
 
 ARTIFACTS = Path(os.environ.get("RLM_TEST_ARTIFACTS") or Path(__file__).resolve().parents[2] / "test-artifacts")
 

@@ -121,11 +121,11 @@ def test_problems_are_inherited_by_further_subclasses() -> None:
 
 def test_the_guard_itself_cannot_be_overridden() -> None:
     with pytest.raises(KitGuardError, match="test_kit_guard"):
-        class Tamper(BackendTests):  # noqa: F841
+        class Tamper(BackendTests):
             def test_kit_guard(self) -> None:
                 pass
     with pytest.raises(KitGuardError, match="test_kit_guard"):
-        class Delete(BackendTests):  # noqa: F841
+        class Delete(BackendTests):
             test_kit_guard = None
 
 
@@ -161,16 +161,16 @@ def test_a_test_removed_from_the_kit_is_reported(monkeypatch: pytest.MonkeyPatch
 
 def test_unknown_capability_is_rejected_with_the_known_ones() -> None:
     with pytest.raises(KitGuardError, match="unknown capability 'costs'.*cost"):
-        class Typo(BackendTests):  # noqa: F841
+        class Typo(BackendTests):
             capabilities = {"costs": True}
     with pytest.raises(KitGuardError, match="True or False"):
-        class NotBool(BackendTests):  # noqa: F841
+        class NotBool(BackendTests):
             capabilities = {"cost": "yes"}
 
 
 def test_concrete_class_must_name_its_plugin() -> None:
     with pytest.raises(KitGuardError, match="backend_name"):
-        class TestNoName(BackendTests):  # noqa: F841
+        class TestNoName(BackendTests):
             plugin = "x"
     # an abstract intermediate base (not collected) may leave them out
     class SharedBase(BackendTests):

@@ -71,7 +71,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "RLM", "AnswerSource", "BackendError", "BatchReport", "batch", "BudgetExceededError", "CancellationError", "ConfigurationError",
+    "RLM", "AnswerSource", "BackendError", "BatchReport", "batch", "BudgetExceededError",
+    "CancellationError", "ConfigurationError",
     "ErrorThresholdExceededError", "ModelUsageSummary", "PluginError", "PluginManager",
     "RLMChatCompletion", "RLMError", "RLMLogger", "RunStatus", "TimeoutExceededError",
     "TokenLimitExceededError", "UnknownPluginError", "UsageSummary", "get_plugin_manager",

@@ -110,7 +110,7 @@ class PluginEntry:
                 f"from {self.target!r}: {type(exc).__name__}: {exc}. {fix}",
                 distribution=self.distribution, plugin=self.plugin,
             ) from exc
-        except Exception as exc:  # noqa: BLE001 - report any import failure with provenance
+        except Exception as exc:  # report any import failure with provenance
             raise PluginError(
                 f"The {self.kind} {self.name!r} registered by {self.origin} could not be loaded "
                 f"from {self.target!r}: importing {module_name} raised {type(exc).__name__}: "

@@ -161,7 +161,7 @@ def _has_openai_key(environ: Mapping[str, str]) -> tuple[bool, str]:
 
         if get_key("openai"):
             return True, "an OpenAI key is stored (rlm keys set openai)"
-    except Exception:  # noqa: BLE001 - an unreadable key store must not break the default
+    except Exception:  # an unreadable key store must not break the default
         log.debug("rlm: could not read the key store", exc_info=True)
     return False, ""
 

@@ -80,7 +80,8 @@ class RLMLogger:
             self.result = None
         prompt = event.settings.get("prompt")
         if isinstance(prompt, str) and len(prompt) > self.max_context_chars:
-            prompt = prompt[: self.max_context_chars] + f"... [{len(prompt) - self.max_context_chars:,} more characters not logged]"
+            more = len(prompt) - self.max_context_chars
+            prompt = prompt[: self.max_context_chars] + f"... [{more:,} more characters not logged]"
         self.run_metadata = {
             "type": "metadata", "timestamp": _iso(event.timestamp), "run_id": event.run_id,
             "parent_run_id": event.parent_run_id, "depth": event.depth,
@@ -102,7 +103,7 @@ class RLMLogger:
             line = json.dumps(record, default=str)
         with self._lock:
             if self._fh is None:
-                self._fh = open(self.log_file_path, "a", encoding="utf-8")  # noqa: SIM115
+                self._fh = open(self.log_file_path, "a", encoding="utf-8")
             self._fh.write(line + "\n")
             self._fh.flush()
 

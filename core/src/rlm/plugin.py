@@ -24,7 +24,8 @@ from .protocols import (Backend, CompactionStrategy, Environment, Executor, Exec
 from .types import (CellResult, EnvironmentCapabilities, Message, ModelResponse, Tool, Usage)
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "KNOWN_DISTRIBUTIONS", "AuthenticationError", "Backend", "BaseBackend", "estimate_tokens", "BackendConnectionError",
+    "ENTRY_POINT_GROUP", "KNOWN_DISTRIBUTIONS", "AuthenticationError", "Backend", "BaseBackend",
+    "estimate_tokens", "BackendConnectionError",
     "BackendError", "BackendTimeoutError", "BadResponseError", "CellResult", "CompactionStrategy",
     "ConfigurationError", "ContextWindowExceededError", "Environment", "EnvironmentCapabilities",
     "Executor", "ExecutorRun",

@@ -6,9 +6,10 @@ Also importable from :mod:`rlm.types` and from ``rlm``.
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     """How a run ended. The value is what logs, the store, the viewer and ``rlm run --json`` show.
 
     Only ``COMPLETED`` means the model set its answer within the limits. ``MAX_ITERATIONS`` comes
@@ -45,7 +46,7 @@ class RunStatus(str, enum.Enum):
         return self.value
 
 
-class AnswerSource(str, enum.Enum):
+class AnswerSource(enum.StrEnum):
     """How the answer of a run was obtained."""
 
     MODEL = "model"  # the model set it (answer["ready"], FINAL, FINAL_VAR) within its turns

@@ -242,7 +242,7 @@ class CellResult:
 
     @property
     def locals(self) -> dict[str, Any]:  # reference-library name: names only, values stay in the REPL
-        return {name: None for name in self.variables}
+        return dict.fromkeys(self.variables)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import subprocess
@@ -94,7 +95,7 @@ def test_translation_properties(pairs):
     system, out = to_messages_api(messages)
     assert out, "the API needs at least one message"
     assert all(m["role"] in ("user", "assistant") for m in out)
-    assert all(a["role"] != b["role"] for a, b in zip(out, out[1:]))  # alternation
+    assert all(a["role"] != b["role"] for a, b in itertools.pairwise(out))  # alternation
     # no text is lost: every non-system text appears, in order, in the translated messages
     joined = "\x00".join(m["content"] for m in out)
     pos = 0

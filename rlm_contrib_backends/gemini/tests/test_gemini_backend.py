@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import time
@@ -88,7 +89,7 @@ def test_translation_properties(pairs):
     system, contents = to_contents([{"role": r, "content": t} for r, t in pairs])
     assert contents, "contents must not be empty"
     assert all(c["role"] in ("user", "model") and c["parts"] for c in contents)
-    assert all(a["role"] != b["role"] for a, b in zip(contents, contents[1:]))
+    assert all(a["role"] != b["role"] for a, b in itertools.pairwise(contents))
     if any(r != "system" for r, _ in pairs):
         # every non-system text, in order, one part each; the system texts in the instruction
         assert [p["text"] for c in contents for p in c["parts"]] == [t for r, t in pairs if r != "system"]

@@ -48,7 +48,7 @@ def run(replies: list[str], context: Any, question: str | None, **kw) -> tuple[R
     pm = get_plugin_manager()
     with RLM(backend="scripted", **kw) as r:
         # The scripted backend's slot is replaced by the recorder: the loop talks to it directly.
-        r._resources._backends[("scripted", 0)] = (rec, "scripted")  # noqa: SLF001
+        r._resources._backends[("scripted", 0)] = (rec, "scripted")
         result = r.completion(context, root_prompt=question)
     assert pm is get_plugin_manager()
     return rec, result

@@ -95,7 +95,7 @@ def test_context_window_from_models_endpoint():
     import threading
 
     class Models(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             body = json.dumps({"object": "list", "data": [
                 {"id": MODEL, "object": "model", "max_model_len": 32768}]}).encode()
             self.send_response(200)

@@ -124,7 +124,7 @@ def test_the_secret_is_in_neither_argv_nor_environment(env) -> None:
     assert b"--allow-net" not in cmdline and b"--allow-all" not in cmdline
     for blob in (cmdline, environ):
         assert b"the context" not in blob
-    assert set(k.split(b"=")[0] for k in environ.split(b"\0") if k) <= {
+    assert {k.split(b"=")[0] for k in environ.split(b"\0") if k} <= {
         b"PATH", b"HOME", b"DENO_DIR", b"NO_COLOR", b"DENO_NO_UPDATE_CHECK", b"DENO_NO_PROMPT",
         b"LANG"}
 

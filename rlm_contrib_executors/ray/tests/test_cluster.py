@@ -34,8 +34,8 @@ RLM_BIN = Path(sys.executable).with_name("rlm")
 
 
 def backend(srv, **extra):
-    return dict(backend="openai", backend_kwargs={"model_name": "m", "base_url": srv.base_url,
-                                                  "api_key": "test", **extra})
+    return {"backend": "openai", "backend_kwargs": {"model_name": "m", "base_url": srv.base_url,
+                                                  "api_key": "test", **extra}}
 
 
 def answer_length(messages, body):
@@ -215,7 +215,7 @@ def test_a_child_tree_on_the_cluster_holds_depth_and_the_concurrency_bound(clust
             res = r.completion("t" * 30)
             engine = r._resources._executors["ray"]
         served = len(srv.requests)
-    answers = dict(eval(res.response))  # noqa: S307 - the test's own repr
+    answers = dict(eval(res.response))  # the test's own repr
     assert sorted(answers) == ["a", "b"]
     flat = [a for tag in "ab" for a in answers[tag]]
     assert [a.split(":")[0] for a in flat] == ["a0", "a1", "a2", "b0", "b1", "b2"]

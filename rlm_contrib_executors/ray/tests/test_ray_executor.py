@@ -33,8 +33,8 @@ def answer_length(messages, body):
 
 
 def backend(srv):
-    return dict(backend="openai", backend_kwargs={"model_name": "m", "base_url": srv.base_url,
-                                                  "api_key": "test"})
+    return {"backend": "openai", "backend_kwargs": {"model_name": "m", "base_url": srv.base_url,
+                                                  "api_key": "test"}}
 
 
 def test_plugin_registers_ray_lazily():

@@ -52,7 +52,8 @@ def test_the_run_tree_reaches_an_otlp_receiver(monkeypatch, compression):
             root["attributes"]["gen_ai.usage.output_tokens"]) == (280, 28)
     assert root["status"] == 1  # STATUS_CODE_OK
     llm = next(s for s in spans if s["attributes"].get("rlm.subcall.kind") == "llm")
-    assert (llm["attributes"]["gen_ai.usage.input_tokens"], llm["attributes"]["gen_ai.response.model"]) == (20, "gpt-4o-mini")
+    assert (llm["attributes"]["gen_ai.usage.input_tokens"],
+            llm["attributes"]["gen_ai.response.model"]) == (20, "gpt-4o-mini")
     cells = [s for s in spans if s["name"] == "execute_tool repl"]
     assert len(cells) == 3 and all(by_id[c["parent_id"]]["attributes"]["gen_ai.operation.name"] == "chat"
                                    for c in cells)

@@ -44,7 +44,7 @@ def _settings(cls: type) -> dict[str, Any]:
         if klass is object:
             continue
         for name, value in klass.__dict__.items():
-            if name.startswith("_") or name.isupper() or name.startswith("test") \
+            if name.startswith(("_", "test")) or name.isupper() \
                     or name in ("capabilities", "plugin") or callable(value) \
                     or isinstance(value, (classmethod, staticmethod, property)):
                 continue

@@ -629,7 +629,7 @@ class IsolatedREPL:
         self.restarts += 1
         try:
             self._boot()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.shutdown()  # the run is over: release the sandbox and the run directory now
             raise RLMEnvironmentError(f"the {self.environment_name} REPL worker died ({why}) and "
                                       f"could not be restarted: {exc}") from exc

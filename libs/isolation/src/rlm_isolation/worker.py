@@ -116,7 +116,7 @@ class FrameReader:
             try:
                 message = json.loads(payload.decode("utf-8"))
             except ValueError as exc:
-                raise ProtocolError("frame is not UTF-8 JSON: %s" % exc)
+                raise ProtocolError("frame is not UTF-8 JSON: %s" % exc) from exc
             if not isinstance(message, dict) or not isinstance(message.get("t"), str):
                 raise ProtocolError("frame is not a message object with a 't' field")
             return KIND_JSON, message
@@ -380,14 +380,14 @@ class REPLCore:
                 ns["answer"] = answer
             return answer
 
-        def FINAL(value):  # noqa: N802
+        def FINAL(value):
             """Finish: ``str(value)`` becomes the final answer."""
             answer = current_answer()
             answer["content"] = _text(value)
             answer["ready"] = True
             return answer["content"]
 
-        def FINAL_VAR(name_or_value):  # noqa: N802
+        def FINAL_VAR(name_or_value):
             """Finish with the value of the variable named ``name_or_value`` (a string)."""
             if not isinstance(name_or_value, str):
                 return FINAL(name_or_value)
@@ -406,7 +406,7 @@ class REPLCore:
             print(message)
             return message
 
-        def SHOW_VARS():  # noqa: N802
+        def SHOW_VARS():
             """Print and return the variables you created, with their types."""
             names = core.user_variables()
             if names:
@@ -448,7 +448,7 @@ class REPLCore:
         for name, spec in tools.items():
             if "code" in spec:
                 code = compile(spec["code"], "<tool %s>" % name, "exec", dont_inherit=True)
-                exec(code, self.ns)  # noqa: S102 - the user's own tool source
+                exec(code, self.ns)  # the user's own tool source
                 if name not in self.ns:
                     raise ValueError("the code of tool %r does not define %r" % (name, name))
                 value = self.ns[name]
@@ -506,7 +506,7 @@ class REPLCore:
             return self.result(self.format_exception(exc), False, started)
         error = None
         try:
-            exec(compiled, self.ns)  # noqa: S102 - running model code is the point
+            exec(compiled, self.ns)  # running model code is the point
         except BaseException as exc:  # noqa: BLE001
             error = self.format_exception(exc)
         return self.result(error, False, started)
@@ -639,7 +639,7 @@ class _Executor:
                     stopped_early = job.stop_reason
                 if stopped_early is not None:  # interrupted before it started
                     raise stopped_early()
-                exec(job.code, self.core.ns)  # noqa: S102 - running model code is the point
+                exec(job.code, self.core.ns)  # running model code is the point
             except BaseException as e:  # noqa: BLE001
                 exc = e
         except BaseException as e:  # noqa: BLE001 - a stop landing in the handler above
@@ -772,15 +772,15 @@ class Worker:
                     elif cell is not None:
                         self.pending_interrupt = cell
             elif t == "context":
-                self._control(msg, lambda: self.core.load_context(
-                    int(msg["index"]), msg["path"], msg.get("format", "text")))
+                self._control(msg, lambda m: self.core.load_context(
+                    int(m["index"]), m["path"], m.get("format", "text")))
             elif t == "history":
-                self._control(msg, lambda: self.core.load_history(int(msg["index"]),
-                                                                  msg.get("messages") or []))
+                self._control(msg, lambda m: self.core.load_history(int(m["index"]),
+                                                                    m.get("messages") or []))
             elif t == "file_open":
-                self._control(msg, lambda: self._open_file(msg))
+                self._control(msg, self._open_file)
             elif t == "file_close":
-                self._control(msg, lambda: self.files.pop(int(msg["id"])).close())
+                self._control(msg, lambda m: self.files.pop(int(m["id"])).close())
             elif t == "shutdown":
                 break
         self.closed = True
@@ -796,9 +796,10 @@ class Worker:
         self.files[int(msg["id"])] = open(os.path.join(self.core.ctx_dir, name), "wb")
 
     def _control(self, msg, action):
+        """Runs ``action(msg)`` between cells and acknowledges ``msg`` with its error, if any."""
         with self.exec_lock:  # never while a cell runs: the namespace is the cell's
             try:
-                action()
+                action(msg)
                 self.send({"t": "ack", "id": msg.get("id"), "error": None})
             except BaseException as exc:  # noqa: BLE001
                 self.send({"t": "ack", "id": msg.get("id"),
@@ -919,8 +920,8 @@ def text_lines(read, write):
             if line.startswith(TEXT_MARK):
                 try:
                     state["out"] = base64.b64decode(line[1:], validate=True)
-                except (binascii.Error, ValueError):
-                    raise ProtocolError("a line of the text channel is not base64")
+                except (binascii.Error, ValueError) as exc:
+                    raise ProtocolError("a line of the text channel is not base64") from exc
         data, state["out"] = state["out"][:n], state["out"][n:]
         return data
 

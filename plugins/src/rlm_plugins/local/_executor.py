@@ -36,7 +36,7 @@ _set_async_exc.argtypes = [ctypes.c_ulong, ctypes.py_object]
 _set_async_exc.restype = ctypes.c_int
 
 
-class CellInterrupt(BaseException):  # noqa: N818 - not an error of the cell's own making
+class CellInterrupt(BaseException):  # not an error of the cell's own making
     """Raised inside a cell's thread to stop it. A ``BaseException`` so that ``except Exception``
     in model code does not swallow it."""
 
@@ -177,7 +177,7 @@ class Executor:
                     job.started = True
                 # From here on a stop may be raised at any point; both handlers catch it.
                 _capture.CAPTURE.set(self._capture)
-                exec(job.code, job.namespace)  # noqa: S102 - running model code is the point
+                exec(job.code, job.namespace)  # running model code is the point
             except BaseException as e:  # noqa: BLE001 - every exit of a cell is a cell result
                 exc = e
             current = job.namespace.get("answer")

@@ -475,14 +475,14 @@ class LocalREPL:
                 ns["answer"] = answer
             return answer
 
-        def FINAL(value: Any) -> str:  # noqa: N802 - the name models are trained on
+        def FINAL(value: Any) -> str:  # the name models are trained on
             """Finish: ``str(value)`` becomes the final answer."""
             answer = current_answer()
             answer["content"] = _text(value)
             answer["ready"] = True
             return answer["content"]
 
-        def FINAL_VAR(name_or_value: Any) -> str:  # noqa: N802
+        def FINAL_VAR(name_or_value: Any) -> str:
             """Finish with the value of the variable named ``name_or_value`` (a string).
 
             Any other argument is used as the answer itself.
@@ -504,7 +504,7 @@ class LocalREPL:
             print(message)
             return message
 
-        def SHOW_VARS() -> str:  # noqa: N802
+        def SHOW_VARS() -> str:
             """Print and return the variables you created, with their types."""
             r = repl()
             names = r._user_variables() if r is not None else []

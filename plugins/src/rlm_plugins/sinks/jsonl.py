@@ -77,7 +77,7 @@ class JSONLSink:
         with self._lock:
             if self._fh is None:
                 os.makedirs(os.path.dirname(self.path), exist_ok=True)
-                self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+                self._fh = open(self.path, "a", encoding="utf-8")
             self._fh.write(line + "\n")
             self._fh.flush()
             if self.fsync:

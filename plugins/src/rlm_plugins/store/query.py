@@ -16,7 +16,6 @@ import json
 import os
 import re
 import sqlite3
-import sys
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -307,7 +306,7 @@ def _iteration_records(run: dict[str, Any]) -> list[dict[str, Any]]:
             names = list(cell["variables"] or [])
             blocks.append({"code": cell["code"] or "", "result": {
                 "stdout": cell["stdout"] or "", "stderr": cell["stderr"] or "", "error": cell["error"],
-                "variables": names, "locals": {n: None for n in names},
+                "variables": names, "locals": dict.fromkeys(names),
                 "execution_time": cell["execution_time"] or 0.0,
                 "final_answer": cell["final_answer"], "timed_out": cell["timed_out"],
                 "rlm_calls": [_call_record(run, s) for s in cell["subcalls"]]}})

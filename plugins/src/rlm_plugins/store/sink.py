@@ -384,7 +384,7 @@ class StoreSink:
         try:
             data = e.to_dict()
         except Exception:  # noqa: BLE001
-            data = {k: v for k, v in vars(e).items()} if hasattr(e, "__dict__") else {}
+            data = dict(vars(e)) if hasattr(e, "__dict__") else {}
         for k in ("run_id", "depth", "parent_run_id", "timestamp", "type"):
             data.pop(k, None)
         ts = float(getattr(e, "timestamp", None) or time.time())

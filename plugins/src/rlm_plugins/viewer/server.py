@@ -108,10 +108,10 @@ def make_handler(viewer: Viewer) -> type[BaseHTTPRequestHandler]:
         def _error(self, status: int, message: str) -> None:
             self._json({"error": message}, status)
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             self.do_GET()
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             url = urlparse(self.path)
             path = unquote(url.path)
             q = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -150,7 +150,7 @@ def make_handler(viewer: Viewer) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):
                 return None
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             url = urlparse(self.path)
             if url.path != "/api/upload":
                 return self._error(404, f"nothing to POST at {url.path}")

@@ -401,7 +401,7 @@ class GeminiBackend:
         if price is None:
             return None
         in_price, out_price = price
-        long = None if lookup_model({m: 1 for m in self._priced_by_user}, model) else \
+        long = None if lookup_model(dict.fromkeys(self._priced_by_user, 1), model) else \
             lookup_model(LONG_CONTEXT_PRICES, model)
         if long is not None and input_tokens > long[0]:
             in_price, out_price = long[1], long[2]

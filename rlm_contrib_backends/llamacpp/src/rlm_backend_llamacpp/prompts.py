@@ -76,15 +76,17 @@ def _words(text: str) -> frozenset[str]:
                      if w not in _STOPWORDS)
 
 
-#: Worked examples, per type from the most specific to the most generally useful. A small model copies the example nearest the end of its prompt, so
-#: :func:`choose_examples` shows the ones closest to the question, the closest last. They cost
+#: Worked examples, per type from the most specific to the most generally useful. A small model
+#: copies the example nearest the end of its prompt, so :func:`choose_examples` shows the ones
+#: closest to the question, the closest last. They cost
 #: prompt tokens on a run's first turn only: the system prompt then stays in the KV cache.
 EXAMPLES: tuple[Example, ...] = (
     Example("Which language is the text in?", "str",
             'reply = llm_query("Which language is this text in? One word.\\n" + context[:2000])\nprint(reply)',
             "French", "reply.strip()"),
     Example("What is the value of timeout?", "str",
-            'values = [line.split("=", 1)[1] for line in context.splitlines() if line.startswith("timeout=")]\nprint(values)',
+            'values = [line.split("=", 1)[1] for line in context.splitlines()'
+            ' if line.startswith("timeout=")]\nprint(values)',
             "['30']", "values[0]"),
     Example("What is the total of the price column?", "str",
             'rows = [line.split(",") for line in context.splitlines()]\ncol = rows[0].index("price")\n'
@@ -136,13 +138,13 @@ PREVIEW_CHARS = 160
 #: One ```repl block of 1 to 12 lines, nothing before or after it.
 CODE_GRAMMAR = r'''root ::= "```repl\n" line (line)? (line)? (line)? (line)? (line)? (line)? (line)? (line)? (line)? (line)? (line)? "```"
 line ::= [^`\n] [^`\n]* "\n"
-'''
+'''  # noqa: E501 - a GBNF rule is one line
 
 #: After a failed cell: one ```repl block in which no line starts with ``answer`` (the model must
 #: fix its code, not answer with the error).
 FIX_GRAMMAR = r'''root ::= "```repl\n" line (line)? (line)? (line)? (line)? (line)? (line)? (line)? (line)? (line)? (line)? "```"
 line ::= ([^a`\n] | "a" [^n`\n] | "an" [^s`\n] | "ans" [^w`\n] | "answ" [^e`\n] | "answe" [^r`\n] | "answer" [A-Za-z0-9_]) [^`\n]* "\n"
-'''
+'''  # noqa: E501 - a GBNF rule is one line
 
 #: The block that finishes a run: set the answer from one expression.
 ANSWER_GRAMMAR = r'''root ::= "```repl\nanswer[\"content\"] = " expr "\nanswer[\"ready\"] = True\n```"

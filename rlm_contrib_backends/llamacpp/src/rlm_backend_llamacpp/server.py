@@ -179,5 +179,5 @@ def shutdown_all() -> None:
     for server in servers:
         try:
             server.stop()
-        except Exception:  # noqa: BLE001 - shutting down must not raise
+        except Exception:  # shutting down must not raise
             log.debug("llamacpp: error while stopping %r", server, exc_info=True)

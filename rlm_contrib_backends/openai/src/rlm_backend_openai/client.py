@@ -144,7 +144,7 @@ class _Tokenizer:
             if model in cls._encodings:
                 return cls._encodings[model]
             try:
-                import tiktoken  # noqa: PLC0415 - optional, only if already installed
+                import tiktoken  # optional, only if already installed
             except ImportError:
                 cls._missing = True
                 return None

@@ -53,7 +53,7 @@ for r in replies:
 total = sum(per_service.values())
 top, top_n = per_service.most_common(1)[0]
 print(len(chunks), "chunks;", total, "errors;", dict(per_service))
-```"""
+```"""  # noqa: E501 - the scripted reply, one line per paragraph as a model writes it
 
 _TURN3 = """I have what I need.
 ```repl

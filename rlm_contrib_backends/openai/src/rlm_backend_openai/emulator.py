@@ -227,7 +227,7 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server.owner._track(self.connection, False)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:  # stdlib signature
         return  # quiet: tests and benchmarks do not want a line per request
 
     def _write(self, data: bytes) -> bool:
@@ -299,7 +299,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return body
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:  # stdlib naming
         owner = self.server.owner
         path = urlsplit(self.path).path.rstrip("/") or "/"
         if path == "/":
@@ -321,7 +321,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_error_json(404, f"Unknown path: GET {path}")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         raw = self._read_body()
         parts = urlsplit(self.path)
         path = parts.path.rstrip("/")

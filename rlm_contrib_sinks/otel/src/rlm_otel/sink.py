@@ -158,7 +158,7 @@ class OTelSink:
             with self._lock:
                 if not self._closed:
                     self._handle(event)
-        except Exception as exc:  # noqa: BLE001 - a sink never breaks a run
+        except Exception as exc:  # a sink never breaks a run
             log.debug("rlm_otel: %s while handling %s", exc, type(event).__name__, exc_info=True)
 
     def close(self) -> None:

@@ -102,7 +102,7 @@ def build_server(settings: MCPSettings) -> MCPServer:
 
     async def _run(profile: Profile, prompt: Any, root_prompt: str | None, ctx: Context) -> Outcome:
         loop = asyncio.get_running_loop()
-        queue: "asyncio.Queue[Progress | None]" = asyncio.Queue()
+        queue: asyncio.Queue[Progress | None] = asyncio.Queue()
         run = ProfileRun(profile, prompt, root_prompt, log=settings.log,
                          plugin_manager=settings.plugin_manager,
                          on_progress=lambda p: loop.call_soon_threadsafe(queue.put_nowait, p))

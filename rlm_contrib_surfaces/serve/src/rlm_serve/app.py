@@ -266,7 +266,7 @@ class App:
         except asyncio.CancelledError:
             run.cancel()
             raise
-        except Exception as exc:  # noqa: BLE001 - reported in OpenAI's error format
+        except Exception as exc:  # reported in OpenAI's error format
             status, type_, code = _error_for(exc)
             if code == "internal_error":
                 log.exception("rlm serve: run failed")
@@ -305,7 +305,7 @@ class App:
             while True:
                 try:
                     update = await asyncio.wait_for(queue.get(), self.settings.keepalive)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     yield ": running\n\n"
                     continue
                 if update is None:
@@ -314,7 +314,7 @@ class App:
                             rlm={"progress": update.to_dict()})
             try:
                 outcome: Outcome = fut.result()
-            except Exception as exc:  # noqa: BLE001 - an error event, as OpenAI streams them
+            except Exception as exc:  # an error event, as OpenAI streams them
                 _, type_, code = _error_for(exc)
                 if code == "internal_error":
                     log.exception("rlm serve: run failed")
@@ -327,7 +327,9 @@ class App:
                 yield chunk({"content": outcome.answer})
             yield chunk({}, _finish_reason(outcome), usage=_usage(outcome), rlm=outcome.to_dict())
             if req.include_usage:
-                yield (f"data: {json.dumps({'id': cid, 'object': 'chat.completion.chunk', 'created': created, 'model': model, 'choices': [], 'usage': _usage(outcome)})}\n\n")
+                last = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                        "model": model, "choices": [], "usage": _usage(outcome)}
+                yield f"data: {json.dumps(last)}\n\n"
             yield "data: [DONE]\n\n"
             finished = True
         finally:

@@ -108,7 +108,7 @@ class _AnthropicHandler(_Handler):
         self._send_json(status, {"type": "error", "error": {"type": etype, "message": message}},
                         headers)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         owner = self.server.owner
         path = urlsplit(self.path).path.rstrip("/") or "/"
         if path == "/":
@@ -124,7 +124,7 @@ class _AnthropicHandler(_Handler):
         else:
             self._send_error_json(404, f"Unknown path: GET {path}")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         raw = self._read_body()
         path = urlsplit(self.path).path.rstrip("/")
         if path not in ("/v1/messages", "/v1/messages/count_tokens"):

@@ -202,7 +202,7 @@ class _GeminiHandler(_Handler):
         model, _, method = pieces[2].partition(":")
         return pieces[0], model, method or None
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         owner: GeminiEmulator = self.server.owner  # type: ignore[assignment]
         path = urlsplit(self.path).path.rstrip("/") or "/"
         if path == "/":
@@ -227,7 +227,7 @@ class _GeminiHandler(_Handler):
                                        "is not supported for generateContent. Call ListModels to see "
                                        "the list of available models and their supported methods.")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         raw = self._read_body()
         version, model, method = self._route()
         path = urlsplit(self.path).path

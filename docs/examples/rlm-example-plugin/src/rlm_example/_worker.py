@@ -188,7 +188,7 @@ class REPL:
                 self.running = False
         except KeyboardInterrupt:
             error = "KeyboardInterrupt"
-        except BaseException as exc:  # SystemExit too: it ends the cell, not the REPL
+        except BaseException as exc:  # noqa: BLE001 - SystemExit too: it ends the cell, not the REPL
             tb = exc.__traceback__
             while tb is not None and tb.tb_frame.f_code.co_filename != "<cell>":
                 tb = tb.tb_next  # drop this file's own frames from the traceback

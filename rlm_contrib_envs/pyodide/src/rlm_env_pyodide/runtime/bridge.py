@@ -75,7 +75,7 @@ class InlineWorker:
             try:
                 message = json.loads(payload.decode("utf-8"))
             except ValueError as exc:
-                raise W.ProtocolError("frame is not UTF-8 JSON: %s" % exc)
+                raise W.ProtocolError("frame is not UTF-8 JSON: %s" % exc) from exc
             if not isinstance(message, dict) or not isinstance(message.get("t"), str):
                 raise W.ProtocolError("frame is not a message object with a 't' field")
             return kind, message
@@ -235,7 +235,7 @@ class InlineWorker:
         try:
             try:
                 _rlm_io.deadline_set(limit)
-                exec(compiled, core.ns)  # noqa: S102 - running model code is the point
+                exec(compiled, core.ns)  # running model code is the point
             except BaseException as e:  # noqa: BLE001
                 exc = e
         except BaseException as e:  # noqa: BLE001 - an interrupt landing in the handler above
