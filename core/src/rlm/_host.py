@@ -27,24 +27,21 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._async import WAIT_SLICE, wait
+from ._limits import StopReason
+from ._remote import remote_children
+from ._text import as_messages as _as_messages
+from ._text import error_text as _error_text
+from ._text import preview as _preview
 from .events import SubcallCompleted, SubcallStarted
 from .exceptions import RLMError
 from .types import Message, ModelResponse, RLMChatCompletion, UsageSummary
 
 if TYPE_CHECKING:
-    from ._rlm import _Run
+    from ._run import _Run
 
 #: Extra seconds a sub-call waits past the run's deadline before giving up on its own: the run's
 #: deadline watchdog normally cancels it first, so that finished items of a batch are kept.
 _DEADLINE_GRACE = 1.0
-
-
-def _as_messages(prompt: str | Sequence[Message] | Any) -> list[Message]:
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    if isinstance(prompt, Sequence) and all(isinstance(m, dict) and "role" in m for m in prompt):
-        return list(prompt)  # type: ignore[arg-type]
-    return [{"role": "user", "content": str(prompt)}]
 
 
 #: Characters of a sub-call's prompt its record keeps (``rlm_calls[i].prompt``, the trajectory,
@@ -72,15 +69,6 @@ def _recorded(prompt: Any, limit: int = RECORDED_PROMPT_CHARS) -> Any:
 MAX_RECORDED_CALLS = 10_000
 
 
-def _preview(prompt: Any, n: int = 200) -> str:
-    text = prompt if isinstance(prompt, str) else str(prompt)
-    return text[:n]
-
-
-def _error_text(exc: BaseException) -> str:
-    return f"Error: {type(exc).__name__}: {exc}"
-
-
 async def _bounded(run: Any, call: Any) -> Any:
     """``await call()`` inside the tree-wide bound on sub-calls (rlm._tree); the coroutine is
     made only once a slot is free, so a call cancelled while it waits leaves nothing behind."""
@@ -89,7 +77,7 @@ async def _bounded(run: Any, call: Any) -> Any:
 
 
 def _wait_limit(run: _Run) -> float | None:
-    left = run.remaining_time()
+    left = run.limits.remaining_time()
     return None if left is None else left + _DEADLINE_GRACE
 
 
@@ -138,7 +126,7 @@ class _ChildBatch:
             self.cancelled = True
             runs = list(self.runs)
         for run in runs:
-            run.cancel("cancelled")
+            run.cancel(StopReason.CANCELLED)
 
 
 class RunHost:
@@ -408,9 +396,7 @@ class RunHost:
         """One child RLM per prompt, at most ``max_concurrent_subcalls`` at a time, each on a
         thread of its own (or, with ``RLM(subcall_executor=...)``, on that executor: see
         :mod:`rlm._remote`); answers in input order."""
-        if self._run.rlm.subcall_executor is not None:
-            from ._remote import remote_children
-
+        if self._run.rlm.settings.subcall_executor is not None:
             return remote_children(self, prompts, model)
         run = self._run
         n = len(prompts)
@@ -483,13 +469,11 @@ class RunHost:
             raise
         child_run = None
         try:
-            from ._rlm import _Run
-
             call_id = run.new_call_id()
-            child_run = _Run(child, prompt, None, parent=run, parent_call_id=call_id)
+            child_run = run.child(child, prompt, call_id)
             child_run.holds_slot = True
             if not batch.add(child_run):
-                child_run.cancel("cancelled")
+                child_run.cancel(StopReason.CANCELLED)
             model_name = child.root_model_name
             self._fire("on_subcall_start", child_depth, model_name, _preview(prompt))
             self._started("rlm", model_name, prompt, call_id)

@@ -27,12 +27,13 @@ process (threads), not on the executor again.
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._text import error_text as _error_text
+from ._text import preview as _preview
+from ._usage import UsageKey
 from .events import SubcallCompleted
 from .types import RLMChatCompletion, Usage, UsageSummary
 
@@ -40,72 +41,11 @@ if TYPE_CHECKING:
     from ._host import RunHost
 
 
-def run_child(job: Mapping[str, Any]) -> dict[str, Any]:
-    """Run one child RLM from plain settings (in whatever process the executor chose).
-
-    Returns the child's answer, usage and, on failure, the error with its partial answer; it
-    raises only when the settings themselves cannot build an RLM.
-    """
-    from ._rlm import RLM
-    from .logger import RLMLogger
-
-    settings = dict(job["settings"])
-    if job.get("logger"):
-        settings["logger"] = RLMLogger()
-    t0 = time.perf_counter()
-    out: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}"}
-    rlm = RLM(**settings)
-    try:
-        run = rlm._start_run(job["prompt"], None)
-        try:
-            result = run.execute()
-        except Exception as exc:  # noqa: BLE001 - reported to the parent as the item's error
-            out.update(error=f"Error: {type(exc).__name__}: {exc}", error_type=type(exc).__name__,
-                       partial_answer=getattr(exc, "partial_answer", None),
-                       usage=run.tracker.summary().to_dict(), metadata=run.trajectory(),
-                       root_model=rlm.root_model_name)
-        else:
-            out.update(response=result.response, usage=result.usage_summary.to_dict(),
-                       metadata=result.metadata, root_model=result.root_model, error=None)
-    finally:
-        rlm.close()
-    out["execution_time"] = time.perf_counter() - t0
-    return out
-
-
-def _child_settings(host: RunHost, model: str | None) -> tuple[dict[str, Any], Any, str]:
-    """The settings every child of this call shares, and the parent-side backend they map to."""
-    run = host._run
-    rlm = run.rlm
-    backend, label, overrides = rlm._route(model, run.depth + 1)
-    name, kwargs = rlm.backend, rlm.backend_kwargs
-    for i in range(len(rlm.other_backends)):
-        if rlm._resources._backends.get((rlm.other_backends[i], i + 1), (None,))[0] is backend:
-            name, kwargs = rlm.other_backends[i], rlm.other_backend_kwargs[i]
-    settings = dict(
-        backend=name, backend_kwargs=dict(kwargs), environment=rlm.environment,
-        environment_kwargs=dict(rlm.environment_kwargs), depth=run.depth + 1,
-        max_depth=rlm.max_depth, max_iterations=rlm.max_iterations, max_errors=rlm.max_errors,
-        custom_system_prompt=rlm.custom_system_prompt, other_backends=list(rlm.other_backends),
-        other_backend_kwargs=[dict(k) for k in rlm.other_backend_kwargs],
-        custom_tools=rlm.custom_sub_tools, custom_sub_tools=rlm.custom_sub_tools,
-        compaction=rlm.compaction, compaction_threshold_pct=rlm.compaction_threshold_pct,
-        sampling_args={**rlm.sub_sampling_args, **overrides},
-        sub_sampling_args=dict(rlm.sub_sampling_args),
-        max_concurrent_subcalls=rlm.max_concurrent_subcalls, cell_timeout=rlm.cell_timeout,
-        tool_prompts=list(rlm.tool_prompts), tool_code=rlm.tool_code,
-        tool_providers=list(rlm.tool_providers), compaction_strategy=rlm.compaction_strategy,
-        compaction_kwargs=dict(rlm.compaction_kwargs))
-    return settings, backend, label
-
-
 def _merge_usage(host: RunHost, usage: Mapping[str, Any] | None, backend: Any,
                  label: str) -> None:
     """Record a remote child's usage in the parent's tracker (and so the root's limits)."""
-    from ._usage import UsageKey
-
     run = host._run
-    known = list(run.rlm._resources._backends.values())
+    known = run.rlm._resources.instances()
     for model, s in ((usage or {}).get("model_usage_summaries") or {}).items():
         calls = int(s.get("total_calls") or 0)
         if not calls:
@@ -125,16 +65,18 @@ def _merge_usage(host: RunHost, usage: Mapping[str, Any] | None, backend: Any,
 
 
 def remote_children(host: RunHost, prompts: list[Any], model: str | None) -> list[str]:
-    """``rlm_query_batched`` with every child sent to the RLM's ``subcall_executor``."""
-    from ._host import _error_text, _preview
-
+    """``rlm_query_batched`` with every child sent to the RLM's ``subcall_executor``: each job is
+    the child's :class:`rlm.settings.Settings` as plain keyword arguments (with the limits the
+    tree has left when it starts) and ``RLM.run_child`` rebuilds the child where it runs."""
     run = host._run
     rlm = run.rlm
     n = len(prompts)
     texts: list[str | None] = [None] * n
     records: list[RLMChatCompletion | None] = [None] * n
-    engine = rlm._resources.executor(rlm.subcall_executor, rlm.subcall_executor_kwargs)
-    base, backend, label = _child_settings(host, model)
+    engine = rlm._resources.executor(rlm.settings.subcall_executor,
+                                     rlm.settings.subcall_executor_kwargs)
+    child_settings, backend, label = rlm._child_settings(run, model)
+    base = child_settings.to_kwargs()
     model_name = base["sampling_args"].get("model") or backend.model_name
     child_depth = run.depth + 1
     sent: list[int] = []
@@ -147,15 +89,17 @@ def remote_children(host: RunHost, prompts: list[Any], model: str | None) -> lis
             if refusal:
                 texts[i] = refusal
                 continue
-            settings = dict(base, max_budget=run.remaining_budget(),
-                            max_timeout=run.remaining_time(), max_tokens=run.remaining_tokens())
+            settings = dict(base, max_budget=run.limits.remaining_budget(),
+                            max_timeout=run.limits.remaining_time(),
+                            max_tokens=run.limits.remaining_tokens())
             host._fire("on_subcall_start", child_depth, model_name, _preview(prompt))
             call_ids[i] = host._started("rlm", model_name, prompt)
             started[i] = time.perf_counter()
             sent.append(i)
             yield {"settings": settings, "prompt": prompt, "logger": rlm.logger is not None}
 
-    handle = engine.map(run_child, jobs(), concurrency=max(1, min(rlm.max_concurrent_subcalls, n)))
+    handle = engine.map(rlm.run_child, jobs(),
+                        concurrency=max(1, min(rlm.settings.max_concurrent_subcalls, n)))
     run.track(handle)
     try:
         for pos, result, error in handle:
@@ -200,4 +144,4 @@ def remote_children(host: RunHost, prompts: list[Any], model: str | None) -> lis
     return [t if t is not None else host._cancelled_text() for t in texts]
 
 
-__all__ = ["remote_children", "run_child"]
+__all__ = ["remote_children"]

@@ -31,7 +31,6 @@ another machine; the results come back to this process, which alone writes the o
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import socket
@@ -44,19 +43,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from rlm.exceptions import ConfigurationError
+from rlm.settings import NAMES, PER_LINE, PROCESS_ARGUMENTS
 
-#: ``RLM(...)`` arguments a line's ``settings`` may not set: they are objects of this process
-#: (or make no sense for one line of a batch).
-_NOT_PER_LINE = frozenset({"plugin_manager", "_resources", "logger", "sinks", "persistent",
-                           "on_subcall_start", "on_subcall_complete", "on_iteration_start",
-                           "on_iteration_complete"})
+#: What a line's ``settings`` may set (rlm.settings.PER_LINE), and the ``RLM(...)`` arguments no
+#: line can have: objects of this process (rlm.settings.PROCESS_ARGUMENTS) and ``persistent``.
+_NOT_PER_LINE = frozenset(PROCESS_ARGUMENTS) | (frozenset(NAMES) - PER_LINE)
 _MERGED = ("backend_kwargs", "environment_kwargs", "sampling_args", "sub_sampling_args")
-
-
-def _rlm_parameters() -> set[str]:
-    from rlm import RLM
-
-    return {n for n in inspect.signature(RLM.__init__).parameters if n != "self"}
 
 
 # -- input ---------------------------------------------------------------------------------
@@ -405,7 +397,7 @@ def _line_settings(defaults: dict[str, Any], own: Mapping[str, Any],
         raise ConfigurationError(
             f"unknown or unsupported settings {bad}; a line's settings are RLM(...) arguments "
             f"such as max_iterations, max_depth, max_budget, max_timeout, backend_kwargs "
-            f"(not {sorted(_NOT_PER_LINE - {'_resources'})})")
+            f"(not {sorted(_NOT_PER_LINE)})")
     merged = dict(defaults)
     for k, v in own.items():
         if k in _MERGED and isinstance(v, Mapping):
@@ -443,7 +435,7 @@ def batch(items: str | os.PathLike[str] | Iterable[Any], *,
 
     if not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigurationError(f"concurrency must be an integer >= 1, got {concurrency!r}.")
-    allowed = _rlm_parameters()
+    allowed = set(NAMES) | set(PROCESS_ARGUMENTS)
     bad = sorted(set(rlm_kwargs) - allowed)
     if bad:
         raise ConfigurationError(f"batch() got unknown RLM arguments {bad}.")
@@ -465,7 +457,7 @@ def batch(items: str | os.PathLike[str] | Iterable[Any], *,
                 records[index] = rec
     todo = [it for it in all_items if it.index not in records]
     skipped = len(all_items) - len(todo)
-    per_line_allowed = allowed - _NOT_PER_LINE
+    per_line_allowed = set(PER_LINE)
     jobs: list[dict[str, Any]] = []
     usage: dict[str, Any] = {}
     bar = Progress(len(all_items), skipped, force=progress)

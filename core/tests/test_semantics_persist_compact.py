@@ -9,7 +9,7 @@ import pytest
 
 import rlm
 from rlm import RLM
-from rlm._rlm import context_window, count_tokens
+from rlm._loop import context_window, count_tokens
 from rlm.events import Compacted
 from rlm.exceptions import ContextWindowExceededError
 from rlm_testkit.servers import OpenAICompatibleServer
