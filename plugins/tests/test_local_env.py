@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import rlm
 from rlm.exceptions import ConfigurationError, RLMEnvironmentError
 from rlm.plugin import CellResult, Environment, Tool
-from rlm_plugins.local import _capture
+from rlm_isolation.worker import BoundedText
 from rlm_plugins.local.repl import RESERVED_NAMES, LocalREPL
 
 
@@ -520,7 +520,7 @@ def test_printed_text_comes_back_exactly(repl, text):
 
 @given(chunks=st.lists(st.text(max_size=40), max_size=30), limit=st.integers(1, 120))
 def test_bounded_text_keeps_head_and_tail(chunks, limit):
-    buf = _capture.BoundedText(limit)
+    buf = BoundedText(limit)
     for c in chunks:
         buf.write(c)
     full = "".join(chunks)

@@ -127,6 +127,14 @@ class FrameReader:
         raise ProtocolError("unknown frame kind %d" % kind)
 
 
+def call_args(method, args):
+    """The arguments of a helper call as they cross the channel: the prompts of a batched call
+    (any iterable) as a JSON list. The local REPL hands the host the cell's own objects."""
+    if method.endswith("_batched"):
+        return [list(args[0])] + list(args[1:])
+    return args
+
+
 def mac(secret, role, nonce):
     """The handshake proof: HMAC-SHA256 of ``role:nonce`` with the per-run secret."""
     return hmac.new(secret, (role + ":" + nonce).encode("ascii"), hashlib.sha256).hexdigest()
@@ -302,15 +310,31 @@ def restore_reserved(ns, builtins, fixed, answer):
 class REPLCore:
     """The namespace, the helpers and the execution of one cell, independent of threads.
 
-    ``call_host(method, args)`` sends a helper call to the host and returns its reply.
+    Shared by every REPL rlm ships: the worker of each isolated environment, Pyodide, both
+    IPython environments and, in the host process, the default ``local`` environment.
+
+    ``call_host(method, args)`` serves a helper call (``llm_query`` and friends, ``args`` as the
+    cell gave them) and returns its reply: the worker sends it to the host over the channel, the
+    local REPL calls the host directly. ``ns``: the namespace to work on (default: a new one).
+    ``extra_builtins``: builtins of the REPL's own on top of rlm's (the local REPL's ``help``).
+    ``machinery``: files (or directories, ending with ``os.sep``) whose frames tracebacks leave
+    out, besides this file.
+
+    Output written through :meth:`write` (from any thread) is kept, bounded, until
+    :meth:`result` takes it for the cell that ended.
     """
 
-    def __init__(self, call_host, max_output_chars=20000, ctx_dir="."):
+    machinery = ()
+    closed = False
+
+    def __init__(self, call_host, max_output_chars=20000, ctx_dir=".", ns=None,
+                 extra_builtins=None, machinery=()):
         import builtins
 
         self.call_host = call_host
         self.max_output_chars = max_output_chars
         self.ctx_dir = ctx_dir
+        self.machinery = (__file__,) + tuple(machinery)
         self.lock = threading.Lock() if threading else None
         self.out = BoundedText(max_output_chars)
         self.err = BoundedText(max_output_chars)
@@ -319,16 +343,35 @@ class REPLCore:
         bi = dict(vars(builtins))
         bi.update({"exit": _exit, "quit": _exit, "input": _no_input,
                    "breakpoint": _no_breakpoint})
+        bi.update(extra_builtins or {})
         self.builtins = bi
-        self.ns = {"__name__": "__main__", "__doc__": None, "__builtins__": bi}
+        self.ns = {} if ns is None else ns
         self.answer = {"content": "", "ready": False}
         self.fixed = {}
         self.tool_names = set()
         self.last_history = -1
-        helpers = self._helpers()
-        self.fixed.update(helpers)
-        self.ns.update(helpers)
-        self.ns["answer"] = self.answer
+        self.fixed.update(self._helpers())
+        self.install()
+
+    def install(self):
+        """Bind (again) what the REPL owns in its namespace: ``__name__``, the builtins, the
+        helpers, tools, contexts, histories and ``answer``."""
+        ns = self.ns
+        ns["__name__"] = "__main__"
+        ns["__doc__"] = None
+        if self.builtins is not None:
+            ns["__builtins__"] = self.builtins
+        ns.update(self.fixed)
+        ns["answer"] = self.answer
+
+    def clear(self):
+        """Drop every reference the REPL holds (it is closed: cells that end now restore nothing)."""
+        self.closed = True
+        self.ns.clear()
+        self.fixed.clear()
+        self.sources.clear()
+        self.builtins = None
+        self.answer = {"content": "", "ready": False}
 
     # output
     def write(self, stream, text):
@@ -362,7 +405,7 @@ class REPLCore:
 
         def llm_query_batched(prompts, model=None):
             """``llm_query`` for many prompts at once, run concurrently; replies in order."""
-            return core.call_host("llm_query_batched", [list(prompts), model])
+            return core.call_host("llm_query_batched", [prompts, model])
 
         def rlm_query(prompt, model=None):
             """Hand ``prompt`` to a child RLM with its own REPL (a plain model call at the maximum
@@ -371,7 +414,7 @@ class REPLCore:
 
         def rlm_query_batched(prompts, model=None):
             """``rlm_query`` for many prompts at once; answers in order."""
-            return core.call_host("rlm_query_batched", [list(prompts), model])
+            return core.call_host("rlm_query_batched", [prompts, model])
 
         def current_answer():
             answer = ns.get("answer")
@@ -388,7 +431,10 @@ class REPLCore:
             return answer["content"]
 
         def FINAL_VAR(name_or_value):
-            """Finish with the value of the variable named ``name_or_value`` (a string)."""
+            """Finish with the value of the variable named ``name_or_value`` (a string).
+
+            Any other argument is used as the answer itself.
+            """
             if not isinstance(name_or_value, str):
                 return FINAL(name_or_value)
             name = name_or_value.strip().strip("'\"`")
@@ -444,7 +490,7 @@ class REPLCore:
             self.ns[name] = value
 
     def set_tools(self, tools):
-        """``{name: {"code": source} | {"value": json}}``: code runs once in the namespace."""
+        """``{name: {"code": source} | {"value": value}}``: code runs once in the namespace."""
         for name, spec in tools.items():
             if "code" in spec:
                 code = compile(spec["code"], "<tool %s>" % name, "exec", dont_inherit=True)
@@ -458,12 +504,16 @@ class REPLCore:
             self.ns[name] = value
             self.tool_names.add(name)
 
-    def load_context(self, index, path, fmt):
-        path = os.path.join(self.ctx_dir, path) if not os.path.isabs(path) else path
-        value = load_file(path, fmt)
+    def bind_context(self, index, value):
+        """``context_{index}`` (and ``context`` for index 0) is ``value`` itself; a new context
+        means a new task, so ``answer`` starts over."""
         self.bind(["context_%d" % index] + (["context"] if index == 0 else []), value)
         self.answer = {"content": "", "ready": False}
         self.ns["answer"] = self.answer
+
+    def load_context(self, index, path, fmt):
+        path = os.path.join(self.ctx_dir, path) if not os.path.isabs(path) else path
+        self.bind_context(index, load_file(path, fmt))
 
     def load_history(self, index, messages):
         names = ["history_%d" % index]
@@ -480,17 +530,52 @@ class REPLCore:
         return compile(code, filename, "exec", dont_inherit=True)
 
     def format_exception(self, exc):
-        return format_exception(exc, self.sources)
+        return format_exception(exc, self.sources, self.machinery)
 
-    def result(self, error, timed_out, started):
-        self.restore()
+    def cell_error(self, exc, stop_reason=None, limit=None, abandoned=False, grace=1.0):
+        """The error text of a cell that ended with ``exc`` (``None``: it raised nothing) after a
+        stop for ``stop_reason`` (:class:`CellTimeout`, :class:`CellCancelled` or ``None``);
+        ``abandoned``: its thread did not let go within ``grace`` seconds."""
+        if stop_reason is CellTimeout:
+            seconds = "?" if limit is None else "%g" % limit
+            if abandoned:
+                return ("TimeoutError: the cell exceeded its time limit of %s seconds and did not "
+                        "stop within %g s more: it is blocked in a call Python cannot interrupt "
+                        "(time.sleep, a lock, network or disk I/O). Its thread was abandoned and "
+                        "may still finish in the background; the next cell runs in a fresh thread "
+                        "with the same variables." % (seconds, grace))
+            message = ("TimeoutError: the cell exceeded its time limit of %s seconds and was "
+                       "stopped; variables set before that point are kept." % seconds)
+            if exc is not None and not isinstance(exc, CellInterrupt):
+                # The cell caught the stop and failed differently while stopping.
+                return message + "\nWhile stopping, the cell raised:\n" + self.format_exception(exc)
+            return format_stack(exc, self.sources, self.machinery) + message
+        if stop_reason is not None:  # even where the cell's own runner caught it (IPython)
+            if abandoned:
+                return ("Cancelled: the cell was interrupted while blocked in a call Python cannot "
+                        "interrupt; its thread was abandoned and may still finish in the "
+                        "background")
+            return "Cancelled: the cell was interrupted"
+        return None if exc is None else self.format_exception(exc)
+
+    def result(self, error, timed_out, started, answer=None, plain_only=False):
+        """The cell's ``result`` message; takes its output. ``answer`` is ``answer_fields`` made
+        on the cell's own thread; without it the answer is read here, and with ``plain_only``
+        only one that is plain text already (a model object's ``__str__`` never runs outside
+        the cell's time limit)."""
+        if not self.closed:
+            self.restore()
         out, err = self.take_output()
         if error is not None:
             text = err.value()
             if text and not text.endswith("\n"):
                 err.write("\n")
             err.write(error + "\n")
-        final_answer, answer_content = answer_fields(self.ns.get("answer"))
+        if answer is None:
+            current = self.ns.get("answer")
+            plain = isinstance(current, dict) and type(current.get("content")) in (str, type(None))
+            answer = answer_fields(current) if plain or not plain_only else (None, None)
+        final_answer, answer_content = answer
         return {"t": "result", "stdout": out.value(), "stderr": err.value(), "error": error,
                 "variables": self.user_variables(), "final_answer": final_answer,
                 "answer_content": answer_content, "timed_out": bool(timed_out),
@@ -532,44 +617,104 @@ def load_file(path, fmt):
             return f.read().decode("utf-8", "surrogatepass")
 
 
-def format_exception(exc, sources):
-    """The usual traceback text, keeping only the frames from the cell onwards."""
+# --- tracebacks ----------------------------------------------------------------------------
+
+
+#: Follows the traceback of a cell ended by ``SystemExit``.
+EXIT_NOTE = ("\n(sys.exit(), exit() and quit() end only the current code block; the REPL and its "
+             "variables are still there.)")
+
+
+def format_exception(exc, sources, machinery=(__file__,)):
+    """The usual ``Traceback ... ExceptionType: message`` text, limited to the cell's frames.
+
+    Frames before the first cell frame (the REPL's ``exec``) and frames of ``machinery`` (files,
+    or directories ending with ``os.sep``: the helpers, ``exit()``) are left out; cell lines come
+    from ``sources`` (``linecache`` is never touched, so two REPLs that both have a ``<cell 3>``
+    cannot show each other's code)."""
     try:
-        te = traceback.TracebackException.from_exception(exc, lookup_lines=False)
-        _trim(te, sources, set())
-        text = "".join(te.format()).rstrip("\n")
-    except Exception:  # noqa: BLE001
+        text = "".join(_summary(exc, sources, machinery).format()).rstrip("\n")
+    except Exception:  # noqa: BLE001 - an exception whose __str__ fails must still be reported
         text = "%s: <exception could not be formatted>" % type(exc).__name__
     if isinstance(exc, SystemExit):
-        text += ("\n(sys.exit(), exit() and quit() end only the current code block; the REPL and "
-                 "its variables are still there.)")
+        text += EXIT_NOTE
     return text
 
 
-def _trim(te, sources, seen):
+def format_stack(exc, sources, machinery=(__file__,)):
+    """Only the ``Traceback`` part (where the cell was when it was stopped), or ``""``."""
+    if exc is None or exc.__traceback__ is None:
+        return ""
+    try:
+        te = _summary(exc, sources, machinery)
+    except Exception:  # noqa: BLE001
+        return ""
+    if not any(f.filename in sources for f in te.stack):
+        return ""
+    return "Traceback (most recent call last):\n" + "".join(te.stack.format())
+
+
+def _summary(exc, sources, machinery):
+    te = traceback.TracebackException.from_exception(exc, lookup_lines=False)
+    _trim(te, sources, tuple(machinery), set())
+    return te
+
+
+def _frame(frame, line):
+    """``frame`` with the cell's own ``line``; its column positions are kept where the Python
+    has them (3.11+: the ``^^^`` markers)."""
+    try:
+        return traceback.FrameSummary(
+            frame.filename, frame.lineno, frame.name, lookup_line=False, line=line,
+            end_lineno=frame.end_lineno, colno=frame.colno, end_colno=frame.end_colno)
+    except (TypeError, AttributeError):  # Python < 3.11
+        return traceback.FrameSummary(frame.filename, frame.lineno, frame.name,
+                                      lookup_line=False, line=line)
+
+
+def _trim(te, sources, machinery, seen):
     if id(te) in seen:
         return
     seen.add(id(te))
     frames = list(te.stack)
     first = next((i for i, f in enumerate(frames) if f.filename in sources), None)
     if first is not None:
-        frames = [f for f in frames[first:] if f.filename != __file__]
+        frames = [f for f in frames[first:] if not (
+            f.filename in machinery or f.filename.startswith(
+                tuple(m for m in machinery if m.endswith(os.sep))))]
     rebuilt = []
     for frame in frames:
         lines = sources.get(frame.filename)
         if lines is not None:
             n = frame.lineno or 0
-            frame = traceback.FrameSummary(frame.filename, frame.lineno, frame.name,
-                                           lookup_line=False,
-                                           line=lines[n - 1] if 0 < n <= len(lines) else "")
+            frame = _frame(frame, lines[n - 1] if 0 < n <= len(lines) else "")
         rebuilt.append(frame)
     te.stack = traceback.StackSummary.from_list(rebuilt)
     for linked in (te.__cause__, te.__context__):
         if linked is not None:
-            _trim(linked, sources, seen)
+            _trim(linked, sources, machinery, seen)
+    for member in getattr(te, "exceptions", None) or ():  # an ExceptionGroup's members
+        _trim(member, sources, machinery, seen)
 
 
 # --- the threaded runtime (CPython) ----------------------------------------------------------
+#
+# A cell runs on an executor thread while the thread that asked for it waits. To stop it (time
+# limit, interrupt, shutdown) an exception is raised inside the executor thread with
+# ``PyThreadState_SetAsyncExc``, again and again until the cell lets go. That works for Python
+# code (``while True: pass``) but not for a thread blocked in C (``time.sleep(1000)``, a socket
+# read): the exception only lands when the call returns. After a grace period such an executor is
+# *abandoned*: the cell is reported, a fresh executor serves the next cell with the same
+# namespace, and a reaper keeps raising in the abandoned thread until it finishes.
+#
+# Races are settled by ``Job.lock``: a stop is raised only while the job runs, and the executor
+# marks the job finished and clears any exception still pending while holding that lock. Once a
+# job is finished no stop can reach its thread any more, so a stop aimed at one cell never lands
+# in the next.
+
+#: ``threading.Thread.start`` as it was when the worker was imported (the local REPL wraps it to
+#: carry a cell's output capture into the threads it starts; the reaper belongs to no cell).
+_THREAD_START = threading.Thread.start if threading else None
 
 
 def _raise_in(ident, exc_type):
@@ -579,15 +724,25 @@ def _raise_in(ident, exc_type):
         ctypes.c_ulong(ident), ctypes.py_object(exc_type) if exc_type else ctypes.py_object())
 
 
-class _Job:
-    def __init__(self, code):
+class Job:
+    """One cell for an executor thread."""
+
+    __slots__ = ("code", "ns", "executor", "lock", "done", "ident", "finished", "stop_reason",
+                 "exc", "answer")
+
+    def __init__(self, code, ns, executor=None):
         self.code = code
+        self.ns = ns
+        self.executor = executor
         self.lock = threading.Lock()
-        self.done = threading.Event()
+        self.done = threading.Event()  # the executor is finished with the cell
         self.ident = None
         self.finished = False
         self.stop_reason = None
         self.exc = None
+        # ``answer_fields`` of the namespace's answer, made on the cell's thread inside its time
+        # limit; None when the cell was stopped first (or rebound ``answer`` to a non-dict).
+        self.answer = None
 
     def interrupt(self, reason):
         """Stop the cell with ``reason``; one not started yet stops as soon as it starts."""
@@ -601,32 +756,58 @@ class _Job:
             return True
 
 
-class _Executor:
-    """One daemon thread running cells one after another; replaced when a cell is abandoned."""
+_STACK_LOCK = threading.Lock() if threading else None
 
-    def __init__(self, core):
-        self.core = core
-        self.jobs = []
-        self.cond = threading.Condition()
+
+class Executor:
+    """One daemon thread running cells one after another; replaced when a cell is abandoned.
+
+    ``setup()`` runs first on the new thread (its result is :attr:`setup_result`), ``after()`` on
+    it after each cell; ``stack_size``: the thread's C stack in bytes (default: the process's).
+    """
+
+    def __init__(self, name="rlm-cell", setup=None, after=None, stack_size=None):
+        import queue
+
+        self.jobs = queue.SimpleQueue()
         self.abandoned = False
-        self.thread = threading.Thread(target=self._main, name="rlm-cell", daemon=True)
-        self.thread.start()
+        self.setup_result = None
+        self._setup = setup
+        self._after = after
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._main, args=(ready,), name=name, daemon=True)
+        if stack_size:
+            with _STACK_LOCK:  # threading.stack_size is process-wide: set it for this thread only
+                previous = threading.stack_size(stack_size)
+                try:
+                    self.thread.start()
+                finally:
+                    threading.stack_size(previous)
+        else:
+            self.thread.start()
+        ready.wait()
 
     def submit(self, job):
-        with self.cond:
-            self.jobs.append(job)
-            self.cond.notify()
+        self.jobs.put(job)
 
-    def _main(self):
+    def stop(self):
+        """Ask the thread to exit once it is idle."""
+        self.jobs.put(None)
+
+    def _main(self, ready):
+        try:
+            if self._setup is not None:
+                self.setup_result = self._setup()
+        except Exception:  # noqa: BLE001 - a thread without its setup still runs cells
+            pass
+        finally:
+            ready.set()
         while True:
-            with self.cond:
-                while not self.jobs:
-                    self.cond.wait()
-                job = self.jobs.pop(0)
+            job = self.jobs.get()
             if job is None:
                 return
             self._run(job)
-            job = None
+            job = None  # do not keep the last cell's frames alive while idle
             if self.abandoned:
                 return
 
@@ -639,12 +820,16 @@ class _Executor:
                     stopped_early = job.stop_reason
                 if stopped_early is not None:  # interrupted before it started
                     raise stopped_early()
-                exec(job.code, self.core.ns)  # running model code is the point
-            except BaseException as e:  # noqa: BLE001
+                exec(job.code, job.ns)  # running model code is the point
+            except BaseException as e:  # noqa: BLE001 - every end of a cell is a cell result
                 exc = e
-        except BaseException as e:  # noqa: BLE001 - a stop landing in the handler above
-            exc = e
-        while True:
+            current = job.ns.get("answer")
+            # A cell that rebound ``answer`` to something else gets its dict back afterwards
+            # (restore_reserved): that dict is then read by REPLCore.result, as plain text only.
+            job.answer = answer_fields(current) if isinstance(current, dict) else None
+        except BaseException as e:  # noqa: BLE001 - a stop landing in the handlers above
+            exc = exc or e
+        while True:  # finish, and clear a stop still pending: it must not hit what comes next
             try:
                 with job.lock:
                     job.finished = True
@@ -652,8 +837,178 @@ class _Executor:
                 break
             except CellInterrupt as e:
                 exc = exc or e
+        if self._after is not None and not self.abandoned:
+            try:
+                self._after()
+            except Exception:  # noqa: BLE001
+                pass
         job.exc = exc
+        del exc
         job.done.set()
+
+
+#: Seconds between two looks, while a cell runs, for a stop asked for from elsewhere.
+POLL = 0.1
+_reaper_lock = threading.Lock() if threading else None
+_abandoned = []
+_reaper = None
+REAPER_INTERVAL = 0.5
+
+
+def abandon(job):
+    """Keep raising in an abandoned cell's thread until it finishes."""
+    global _reaper
+    with _reaper_lock:
+        _abandoned.append(job)
+        if _reaper is None or not _reaper.is_alive():
+            _reaper = threading.Thread(target=_reap, name="rlm-reaper", daemon=True)
+            _THREAD_START(_reaper)
+
+
+def _reap():
+    global _reaper
+    while True:
+        time.sleep(REAPER_INTERVAL)
+        with _reaper_lock:
+            pending = [j for j in _abandoned if not j.finished]
+            _abandoned[:] = pending
+            if not pending:
+                _reaper = None
+                return
+        for job in pending:
+            job.interrupt(job.stop_reason or CellTimeout)
+
+
+class CellRunner:
+    """Runs a :class:`REPLCore`'s cells on an executor thread, with a time limit, and stops them.
+
+    :meth:`run` is called by one thread at a time (the REPL serialises cells); :meth:`interrupt`
+    and :meth:`close` from any thread. A stopped cell gets ``grace`` seconds to let go before its
+    thread is abandoned. ``name``, ``setup``, ``after`` and ``stack_size`` are given to each
+    :class:`Executor`.
+    """
+
+    def __init__(self, core, grace=1.0, name="rlm-cell", setup=None, after=None,
+                 stack_size=None):
+        self.core = core
+        self.grace = grace
+        self._executor_args = (name, setup, after, stack_size)
+        self.executor = None
+        self.lock = threading.Lock()
+        self.job = None
+        self.job_cell = None  # the id of the cell that runs (the worker's exec id)
+        self.pending_interrupt = None  # an interrupt for a cell id not started yet
+
+    def get_executor(self):
+        executor = self.executor
+        if executor is None or executor.abandoned or not executor.thread.is_alive():
+            executor = self.executor = Executor(*self._executor_args)
+        return executor
+
+    def run(self, code, timeout=None, filename=None, cell=None):
+        """Run one cell (``timeout`` in seconds, ``None``: no limit); its ``result`` message."""
+        core = self.core
+        started = time.perf_counter()
+        core.restore()
+        try:
+            compiled = core.compile_cell(code, filename)
+        except Exception as exc:  # noqa: BLE001 - SyntaxError, null bytes, too deeply nested
+            return core.result(core.format_exception(exc), False, started)
+        job = Job(compiled, core.ns, self.get_executor())
+        with self.lock:
+            self.job, self.job_cell = job, cell
+            if cell is not None and self.pending_interrupt == cell:
+                job.interrupt(CellCancelled)  # it came before the cell did
+            self.pending_interrupt = None
+        limit = None if timeout is None else max(float(timeout), 0.0)
+        try:
+            job.executor.submit(job)
+            stopped = self._wait(job, limit)
+        except KeyboardInterrupt:
+            # A real Ctrl+C while we wait: stop the cell, then let the caller see the interrupt.
+            try:
+                if not job.done.is_set():
+                    self.stop(job, CellCancelled)
+            finally:
+                self._forget(job)
+                core.take_output()
+            raise
+        self._forget(job)
+        exc, job.exc = job.exc, None
+        if core.closed:
+            error = "RLMEnvironmentError: the REPL was shut down while this cell was running"
+        else:
+            error = core.cell_error(exc, job.stop_reason, limit, not stopped, self.grace)
+        del exc
+        return core.result(error, job.stop_reason is CellTimeout, started, job.answer,
+                           plain_only=True)
+
+    def _forget(self, job):
+        with self.lock:
+            if self.job is job:
+                self.job = self.job_cell = None
+
+    def _wait(self, job, limit):
+        """Until the cell ends; a stop asked for meanwhile is seen through. False when the
+        cell's thread was abandoned."""
+        deadline = None if limit is None else time.monotonic() + limit
+        while True:
+            step = POLL if deadline is None else min(POLL, deadline - time.monotonic())
+            if step <= 0:
+                return self.stop(job, CellTimeout)
+            if job.done.wait(step):
+                return True
+            if job.stop_reason is not None:  # interrupt() without waiting (the worker's)
+                return self.stop(job, job.stop_reason)
+
+    def stop(self, job, reason):
+        """Stop ``job``: True when it ended, False when its thread was abandoned."""
+        deadline = time.monotonic() + self.grace
+        job.interrupt(reason)
+        while not job.done.wait(0.05):
+            if time.monotonic() >= deadline:
+                self._abandon(job)
+                return job.done.is_set()
+            job.interrupt(reason)
+        return True
+
+    def _abandon(self, job):
+        executor = job.executor
+        with self.lock:
+            if executor.abandoned:
+                return
+            executor.abandoned = True
+            executor.thread.name += " (abandoned)"
+            executor.stop()  # if it finishes after all, the thread exits instead of idling
+            if self.executor is executor:
+                self.executor = None
+        abandon(job)
+
+    def interrupt(self, reason=None, cell=None, wait=False):
+        """Stop the running cell (``cell``: only if it is that one; one not started yet is
+        stopped when it starts). ``wait``: return once it ended or was abandoned. False when
+        there was nothing to stop."""
+        with self.lock:
+            job = self.job
+            if job is None or (cell is not None and cell != self.job_cell):
+                if cell is not None:
+                    self.pending_interrupt = cell
+                return False
+        if job.done.is_set():
+            return False
+        reason = reason or CellCancelled
+        if wait:
+            self.stop(job, reason)
+            return True
+        return job.interrupt(reason)
+
+    def close(self):
+        """Stop the executor thread once it is idle (a running cell is not stopped)."""
+        executor, self.executor = self.executor, None
+        if executor is not None:
+            executor.stop()
+            if executor.thread is not threading.current_thread():
+                executor.thread.join(timeout=1.0)
 
 
 class Worker:
@@ -669,13 +1024,9 @@ class Worker:
         self.pending_lock = threading.Lock()
         self.next_id = 0
         self.core = None
-        self.executor = None
-        self.job = None
+        self.runner = None
         self.files = {}
         self.closed = False
-        self.interrupt_lock = threading.Lock()
-        self.job_cell = None  # the id of the exec whose cell runs
-        self.pending_interrupt = None  # an interrupt for an exec not started yet
         self.exec_lock = threading.Lock()
 
     def send(self, message):
@@ -687,6 +1038,7 @@ class Worker:
     def call_host(self, method, args):
         if self.closed:
             return "Error: the connection to the host is closed"
+        args = call_args(method, args)
         with self.pending_lock:
             self.next_id += 1
             call_id = self.next_id
@@ -728,6 +1080,7 @@ class Worker:
         self.core = REPLCore(self.call_host, int(config.get("max_output_chars", 20000)),
                              config.get("ctx_dir") or ".")
         self.grace = float(config.get("grace", self.grace))
+        self.runner = CellRunner(self.core, self.grace)
         sys.stdout = _Stream(self.core, "stdout")
         sys.stderr = _Stream(self.core, "stderr")
         error = None
@@ -735,7 +1088,7 @@ class Worker:
             self.core.set_tools(config.get("tools") or {})
         except BaseException as exc:  # noqa: BLE001
             error = format_exception(exc, {})
-        self.executor = _Executor(self.core)
+        self.runner.get_executor()
         self.send({"t": "ready", "error": error, "pid": os.getpid(), "cwd": os.getcwd()})
 
     # the loop
@@ -764,13 +1117,8 @@ class Worker:
             elif t == "interrupt":
                 # ``cell`` names the exec it is meant for: one whose cell has not reached the
                 # executor yet is remembered and stopped as soon as it does.
-                cell = msg.get("cell")
-                with self.interrupt_lock:
-                    job = self.job
-                    if job is not None and (cell is None or cell == self.job_cell):
-                        job.interrupt(CellCancelled)
-                    elif cell is not None:
-                        self.pending_interrupt = cell
+                if self.runner is not None:
+                    self.runner.interrupt(CellCancelled, cell=msg.get("cell"))
             elif t == "context":
                 self._control(msg, lambda m: self.core.load_context(
                     int(m["index"]), m["path"], m.get("format", "text")))
@@ -807,8 +1155,8 @@ class Worker:
 
     def _exec(self, msg):
         with self.exec_lock:
-            result = self._run_cell(str(msg.get("code", "")), msg.get("timeout"),
-                                    msg.get("filename"), msg.get("id"))
+            result = self.runner.run(str(msg.get("code", "")), msg.get("timeout"),
+                                     msg.get("filename"), msg.get("id"))
         result["id"] = msg.get("id")
         try:
             self.send(result)
@@ -823,55 +1171,6 @@ class Worker:
                            result.get("variables"), list) else [],
                        "final_answer": None, "answer_content": None,
                        "timed_out": bool(result.get("timed_out"))})
-
-    def _run_cell(self, code, timeout, filename, cell_id=None):
-        core = self.core
-        started = time.perf_counter()
-        core.restore()
-        try:
-            compiled = core.compile_cell(code, filename)
-        except Exception as exc:  # noqa: BLE001
-            return core.result(core.format_exception(exc), False, started)
-        job = _Job(compiled)
-        if self.executor is None or self.executor.abandoned:
-            self.executor = _Executor(core)
-        with self.interrupt_lock:
-            self.job, self.job_cell = job, cell_id
-            if cell_id is not None and self.pending_interrupt == cell_id:
-                job.interrupt(CellCancelled)  # it came before the cell did
-            self.pending_interrupt = None
-        self.executor.submit(job)
-        limit = None if timeout is None else max(float(timeout), 0.0)
-        abandoned = False
-        if not job.done.wait(limit):
-            job.interrupt(CellTimeout)
-            deadline = time.monotonic() + self.grace
-            while not job.done.wait(0.05):
-                if time.monotonic() >= deadline:
-                    abandoned = True
-                    self.executor.abandoned = True
-                    self.executor = None
-                    break
-                job.interrupt(CellTimeout)
-        with self.interrupt_lock:
-            self.job = self.job_cell = None
-        exc = job.exc
-        job.exc = None
-        if abandoned:
-            error = ("TimeoutError: the cell exceeded its time limit of %g seconds and did not stop "
-                     "within %g s more: it is blocked in a call Python cannot interrupt "
-                     "(time.sleep, a lock, I/O). Its thread was abandoned; the next cell runs in a "
-                     "fresh thread with the same variables." % (limit, self.grace))
-            return core.result(error, True, started)
-        if job.stop_reason is CellTimeout:
-            error = ("TimeoutError: the cell exceeded its time limit of %g seconds and was stopped; "
-                     "variables set before that point are kept." % limit)
-            if exc is not None and not isinstance(exc, CellInterrupt):
-                error += "\nWhile stopping, the cell raised:\n" + core.format_exception(exc)
-            return core.result(error, True, started)
-        if job.stop_reason is not None and isinstance(exc, CellInterrupt):
-            return core.result("Cancelled: the cell was interrupted", False, started)
-        return core.result(core.format_exception(exc) if exc is not None else None, False, started)
 
 
 def apply_limits(limits):

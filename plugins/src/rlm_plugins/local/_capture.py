@@ -1,14 +1,17 @@
-"""Per-cell, per-thread output capture and per-thread working directories.
+"""What a cell thread of the local REPL changes in the host process: where its output goes, its
+working directory, its recursion limit. (The cells themselves run on the REPL core shared with
+every isolated worker, :mod:`rlm_isolation.worker`.)
 
 How output is routed
 --------------------
 ``sys.stdout`` and ``sys.stderr`` are process-wide, so swapping them per cell (what the reference
 library does) makes concurrent REPLs in different threads steal each other's output. Instead, a
 :class:`StreamProxy` is installed once on each stream. Every write looks at the context variable
-:data:`CAPTURE`: when the writing thread belongs to a REPL it holds that REPL's :class:`Capture`
-and the text goes there; otherwise it goes to the stream that was in place before (the terminal,
-pytest's capture, ...). Nothing is ever swapped back and forth, so two REPLs can never exchange
-output, whatever the timing.
+:data:`CAPTURE`: when the writing thread belongs to a REPL it holds that REPL's core
+(:class:`~rlm_isolation.worker.REPLCore`) and the text goes to the cell's bounded buffers;
+otherwise it goes to the stream that was in place before (the terminal, pytest's capture, ...).
+Nothing is ever swapped back and forth, so two REPLs can never exchange output, whatever the
+timing.
 
 A new thread starts with an empty context, so ``threading.Thread.start`` is wrapped (once, for
 the whole process) to carry the starter's capture target into the new thread. A thread a cell
@@ -24,6 +27,14 @@ its directory with it). Each REPL's executor thread does this and moves into the
 directory, so a cell's relative paths and ``os.chdir`` stay inside that REPL. Where ``unshare`` is
 unavailable (other systems, seccomp filters) :func:`isolate_cwd` returns False and cells run in
 the process's working directory, where ``os.chdir`` is process-wide.
+
+Recursion
+---------
+Deep recursion through C code (``repr`` of a list nested 200,000 deep, with the recursion limit
+raised) overflows a default 8 MB thread stack and kills the whole host with SIGSEGV. Cell threads
+get a :data:`CELL_STACK_BYTES` stack (pages are only used as the recursion reaches them) and
+``sys.setrecursionlimit`` called on one is clamped to :data:`MAX_CELL_RECURSION`, so that going
+deeper is a ``RecursionError`` in the cell, never a dead host.
 """
 
 from __future__ import annotations
@@ -33,12 +44,13 @@ import ctypes
 import os
 import sys
 import threading
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-# The REPL capture target of the current thread (None outside REPL cells).
-CAPTURE: contextvars.ContextVar[Capture | None] = contextvars.ContextVar(
+from rlm_isolation.worker import _THREAD_START, REPLCore, _Stream
+
+# The REPL whose cell the current thread runs (None outside REPL cells): its output goes there.
+CAPTURE: contextvars.ContextVar[REPLCore | None] = contextvars.ContextVar(
     "rlm_local_capture", default=None)
 
 # True while a cell thread with a private working directory calls back into the host: threads
@@ -46,119 +58,7 @@ CAPTURE: contextvars.ContextVar[Capture | None] = contextvars.ContextVar(
 HOST_CWD: contextvars.ContextVar[bool] = contextvars.ContextVar("rlm_local_host_cwd", default=False)
 
 
-# --- bounded text buffers ---------------------------------------------------------------
-
-
-class BoundedText:
-    """A text buffer that keeps the first and last ``limit // 2`` characters.
-
-    Memory stays bounded however much a cell prints; :meth:`value` puts a marker saying how many
-    characters were cut between the head and the tail.
-    """
-
-    __slots__ = ("limit", "_head", "_head_len", "_tail", "_tail_len", "total")
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self._head: list[str] = []
-        self._head_len = 0
-        self._tail: deque[str] = deque()
-        self._tail_len = 0
-        self.total = 0
-
-    def write(self, text: str) -> None:
-        if not text:
-            return
-        self.total += len(text)
-        head_max = self.limit // 2
-        room = head_max - self._head_len
-        if room > 0:
-            part = text[:room]
-            self._head.append(part)
-            self._head_len += len(part)
-            text = text[room:]
-            if not text:
-                return
-        tail_max = self.limit - head_max
-        if len(text) >= tail_max:
-            self._tail.clear()
-            text = text[len(text) - tail_max:] if tail_max else ""
-            self._tail.append(text)
-            self._tail_len = len(text)
-            return
-        self._tail.append(text)
-        self._tail_len += len(text)
-        excess = self._tail_len - tail_max
-        while excess > 0:
-            first = self._tail[0]
-            if len(first) <= excess:
-                self._tail.popleft()
-                self._tail_len -= len(first)
-                excess -= len(first)
-            else:
-                self._tail[0] = first[excess:]
-                self._tail_len -= excess
-                excess = 0
-
-    @property
-    def dropped(self) -> int:
-        return self.total - self._head_len - self._tail_len
-
-    def value(self) -> str:
-        head = "".join(self._head)
-        tail = "".join(self._tail)
-        dropped = self.dropped
-        if dropped <= 0:
-            return head + tail
-        return (f"{head}\n... [output truncated: {dropped:,} of {self.total:,} characters cut; "
-                f"the limit is {self.limit:,}] ...\n{tail}")
-
-
-class Capture:
-    """The stdout and stderr buffers of one REPL.
-
-    Writes from the REPL's threads land in the current buffers. :meth:`take` hands them to the
-    cell that just ended and starts new ones, so output a background thread prints between cells
-    shows up at the start of the next cell's output instead of being lost or leaking elsewhere.
-    """
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self._lock = threading.Lock()
-        self._out = BoundedText(limit)
-        self._err = BoundedText(limit)
-
-    def write(self, stream: str, text: str) -> None:
-        with self._lock:
-            (self._out if stream == "stdout" else self._err).write(text)
-
-    def take(self) -> tuple[BoundedText, BoundedText]:
-        with self._lock:
-            out, err = self._out, self._err
-            self._out, self._err = BoundedText(self.limit), BoundedText(self.limit)
-        return out, err
-
-
 # --- the stream proxies ---------------------------------------------------------------
-
-
-class _BinaryCapture:
-    """``sys.stdout.buffer`` seen from a capturing thread: bytes are decoded and captured."""
-
-    def __init__(self, capture: Capture, stream: str):
-        self._capture = capture
-        self._stream = stream
-
-    def write(self, data: Any) -> int:
-        raw = bytes(data)
-        self._capture.write(self._stream, raw.decode("utf-8", errors="replace"))
-        return len(raw)
-
-    def flush(self) -> None:
-        pass
-
-    def writable(self) -> bool:
-        return True
 
 
 class StreamProxy:
@@ -221,7 +121,7 @@ class StreamProxy:
     def buffer(self) -> Any:
         capture = CAPTURE.get()
         if capture is not None:
-            return _BinaryCapture(capture, self._rlm_stream)
+            return _Stream(capture, self._rlm_stream).buffer
         return self._rlm_wrapped.buffer
 
     @property
@@ -245,7 +145,7 @@ class StreamProxy:
 
 _install_lock = threading.Lock()
 _thread_start_patched = False
-_original_thread_start = threading.Thread.start
+_original_thread_start = _THREAD_START
 
 
 def _start_with_capture(self: threading.Thread) -> None:
@@ -341,3 +241,39 @@ def move_to_process_cwd() -> None:
             os.chdir(target)
         except OSError:
             pass
+
+
+# --- the recursion cap of cell threads ----------------------------------------------------
+
+#: C stack of a cell's thread.
+CELL_STACK_BYTES = 512 * 2**20
+#: The highest recursion limit a cell may set (``sys.setrecursionlimit`` called on a cell's
+#: thread is clamped to it): deep enough for real code, shallow enough for CELL_STACK_BYTES.
+MAX_CELL_RECURSION = 50_000
+_CELL_THREAD = threading.local()
+_original_setrecursionlimit = sys.setrecursionlimit
+
+
+def _setrecursionlimit(limit: int) -> None:
+    if getattr(_CELL_THREAD, "active", False) and isinstance(limit, int) and \
+            limit > MAX_CELL_RECURSION:
+        limit = MAX_CELL_RECURSION
+    _original_setrecursionlimit(limit)
+
+
+_setrecursionlimit.__doc__ = _original_setrecursionlimit.__doc__
+
+
+def install_recursion_cap() -> None:
+    """Clamp ``sys.setrecursionlimit`` on cell threads (idempotent; other threads unchanged)."""
+    if sys.setrecursionlimit is not _setrecursionlimit:
+        sys.setrecursionlimit = _setrecursionlimit
+
+
+def enter_cell_thread(capture: REPLCore, directories: Sequence[str]) -> bool:
+    """Make the calling thread a cell thread of ``capture``'s REPL: its output goes there, its
+    recursion limit is capped, and it gets a private working directory (the first of
+    ``directories`` that exists; see :func:`isolate_cwd`, whose result this returns)."""
+    _CELL_THREAD.active = True
+    CAPTURE.set(capture)
+    return isolate_cwd(directories) if directories else False

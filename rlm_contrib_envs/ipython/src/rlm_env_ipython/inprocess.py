@@ -1,12 +1,13 @@
 """``environment="ipython"``: the local REPL, with a real IPython shell running the cells.
 
-:class:`IPythonREPL` is :class:`rlm_plugins.local.repl.LocalREPL` (helpers, contexts, histories,
-tools including callables, reserved names restored after every cell, per-REPL output capture,
-per-thread working directory, cell timeouts that work from any thread) with one change: a cell is
-not ``exec``'d but handed to a fresh :class:`~rlm_env_ipython._shell.Shell` (one per REPL) on the
-local REPL's executor thread. So magics (``%time``, ``%timeit``, ``%who``, ...), ``!cmd``,
-top-level ``await``, ``display()`` and the echo of a last expression (``Out[3]: ...``) work, and a
-failing cell reports IPython's traceback.
+:class:`IPythonREPL` is :class:`rlm_plugins.local.repl.LocalREPL` (the REPL core every rlm REPL
+shares: helpers, contexts, histories, tools including callables, reserved names restored after
+every cell, cell timeouts that work from any thread; and the local REPL's per-REPL output capture
+and per-thread working directory) with one change: a cell is not ``exec``'d but handed to a fresh
+:class:`~rlm_env_ipython._shell.Shell` (one per REPL) on the local REPL's executor thread. So
+magics (``%time``, ``%timeit``, ``%who``, ...), ``!cmd``, top-level ``await``, ``display()`` and
+the echo of a last expression (``Out[3]: ...``) work, and a failing cell reports IPython's
+traceback.
 
 Not a security boundary, exactly like the local environment: cells run in the host process.
 """
@@ -20,6 +21,7 @@ import weakref
 from typing import Any
 
 from rlm_isolation.leftovers import make_run_dir, reap_run_dirs
+from rlm_isolation.worker import EXIT_NOTE, REPLCore
 from rlm.plugin import CellResult, Host
 from rlm_plugins.local.repl import LocalREPL
 
@@ -53,6 +55,37 @@ def _run(shell_ref: weakref.ref[Shell], code: str, errors: list[str]) -> None:
         shell.run_cell_here(code, errors)
 
 
+class _ShellCore(REPLCore):
+    """The local REPL's core, seen through the IPython shell: ``%who`` lists only the model's own
+    names, and a cell IPython ran to a traceback reports that traceback as its error."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.shell: Shell | None = None
+        self.errors: list[str] = []  # the tracebacks IPython recorded for the cell running now
+
+    def restore(self) -> None:
+        super().restore()
+        shell = self.shell
+        if shell is not None:  # %who lists only the model's own names
+            shell.user_ns_hidden.update(self.fixed)
+            shell.user_ns_hidden["answer"] = self.ns.get("answer")
+
+    def user_variables(self) -> list[str]:
+        shell = self.shell
+        return user_variables(super().user_variables(), self.ns,
+                              shell.user_ns_hidden if shell else {})
+
+    def result(self, error: str | None, timed_out: bool, started: float, answer: Any = None,
+               plain_only: bool = False) -> dict[str, Any]:
+        if error is None and self.errors:
+            error = self.errors[-1]
+            if "SystemExit" in error.rsplit("\n", 1)[-1]:
+                error += EXIT_NOTE
+        self.errors = []
+        return super().result(error, timed_out, started, answer, plain_only)
+
+
 class IPythonREPL(LocalREPL):
     """An IPython shell in the host process, persistent across cells and ``completion()`` calls.
 
@@ -64,6 +97,9 @@ class IPythonREPL(LocalREPL):
             ``"last_expr"`` (default, as in IPython), ``"none"``, ``"all"``, ``"last"`` or
             ``"last_expr_or_assign"``.
     """
+
+    _core_class = _ShellCore
+    _core: _ShellCore
 
     def __init__(self, *, xmode: str = "Plain", ast_node_interactivity: str = "last_expr",
                  **kwargs: Any):
@@ -78,7 +114,6 @@ class IPythonREPL(LocalREPL):
         self.xmode = xmode
         self.ast_node_interactivity = ast_node_interactivity
         self._shell: Shell | None = None
-        self._errors: list[str] = []
 
     @property
     def shell(self) -> Shell | None:
@@ -97,13 +132,13 @@ class IPythonREPL(LocalREPL):
                 os.close(lock)
                 raise
             shell.ast_node_interactivity = self.ast_node_interactivity
-            self._shell = shell
+            self._shell = self._core.shell = shell
             self._shell_finalizer = weakref.finalize(self, _release, shell, ipython_dir, lock)
         super().start(host, tools)
 
     def shutdown(self) -> None:
         super().shutdown()
-        self._shell = None
+        self._shell = self._core.shell = None
         finalizer = getattr(self, "_shell_finalizer", None)
         if finalizer is not None:
             finalizer()
@@ -117,31 +152,10 @@ class IPythonREPL(LocalREPL):
         shell = self._shell
         if shell is None:  # shut down meanwhile: the local REPL reports it
             return super()._execute(code, limit, filename)
-        self._errors = errors = []
+        errors: list[str] = []  # the tracebacks IPython records for this cell
+        self._core.errors = errors
         self._ns[_RUN] = functools.partial(_run, weakref.ref(shell), code, errors)
         return super()._execute(f"{_RUN}()", limit, filename)
-
-    def _result(self, started: float, error: str | None, timed_out: bool,
-                answer: tuple[str | None, str | None] | None = None) -> CellResult:
-        if error is None and self._errors:
-            error = self._errors[-1]
-            if "SystemExit" in error.rsplit("\n", 1)[-1]:
-                error += ("\n(sys.exit(), exit() and quit() end only the current code block; the "
-                          "REPL and its variables are still there.)")
-        self._errors = []
-        return super()._result(started, error, timed_out, answer)
-
-    def _restore_reserved(self) -> None:
-        super()._restore_reserved()
-        shell = self._shell
-        if shell is not None:  # %who lists only the model's own names
-            shell.user_ns_hidden.update(self._fixed)
-            shell.user_ns_hidden["answer"] = self._ns.get("answer")
-
-    def _user_variables(self) -> list[str]:
-        names = super()._user_variables()
-        shell = self._shell
-        return user_variables(names, self._ns, shell.user_ns_hidden if shell else {})
 
     # --- prompt text -----------------------------------------------------------------------
 

@@ -126,6 +126,7 @@ class InlineWorker:
     def call_host(self, method, args):
         if self.closed:
             return "Error: the connection to the host is closed"
+        args = W.call_args(method, args)
         self.next_id += 1
         call_id = self.next_id
         try:
@@ -203,10 +204,7 @@ class InlineWorker:
         else:
             value = data.decode("utf-8", "surrogatepass")
         del data  # one copy in memory: the decoded value
-        core = self.core
-        core.bind(["context_%d" % index] + (["context"] if index == 0 else []), value)
-        core.answer = {"content": "", "ready": False}
-        core.ns["answer"] = core.answer
+        self.core.bind_context(index, value)
 
     def _control(self, msg, action):
         try:

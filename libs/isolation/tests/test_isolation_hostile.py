@@ -42,7 +42,7 @@ def env():
 FORGE = """
 import gc
 w = next(o for o in gc.get_objects() if type(o).__name__ == 'Worker' and hasattr(o, 'send'))
-cell = max(k for k in [w.job_cell] if k is not None)
+cell = max(k for k in [w.runner.job_cell] if k is not None)
 w.send({'t': 'result', 'id': cell, 'stdout': 'A' * 3_000_000, 'stderr': 'B' * 3_000_000,
         'error': 'C' * 3_000_000, 'variables': ['v' * 5000] * 5000, 'final_answer': None,
         'answer_content': None, 'timed_out': False})
