@@ -19,7 +19,7 @@ from .exceptions import (BackendError, BudgetExceededError, CancellationError, C
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from ._manager import PluginManager, get_plugin_manager
+    from ._manager import PluginManager, get_plugin_manager, reset_plugin_manager
     from ._rlm import RLM
     from .logger import RLMLogger
     from rlm_cli.batching import BatchReport, batch
@@ -35,6 +35,7 @@ _LAZY = {
     "ModelUsageSummary": (".types", "ModelUsageSummary"),
     "PluginManager": ("._manager", "PluginManager"),
     "get_plugin_manager": ("._manager", "get_plugin_manager"),
+    "reset_plugin_manager": ("._manager", "reset_plugin_manager"),
 }
 
 # ``rlm.batch`` is the batch runner of the rlm-cli distribution, looked up by name on first use
@@ -76,4 +77,5 @@ __all__ = [
     "ErrorThresholdExceededError", "ModelUsageSummary", "PluginError", "PluginManager",
     "RLMChatCompletion", "RLMError", "RLMLogger", "RunStatus", "TimeoutExceededError",
     "TokenLimitExceededError", "UnknownPluginError", "UsageSummary", "get_plugin_manager",
+    "reset_plugin_manager",
 ]

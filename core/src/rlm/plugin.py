@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ._base import BaseBackend, estimate_tokens
 from ._hookspecs import ENTRY_POINT_GROUP, KNOWN_DISTRIBUTIONS, hookimpl, hookspec
+from ._loader import iter_entry_points
 from ._registrar import PluginEntry, Registrar
 from .exceptions import (AuthenticationError, BackendConnectionError, BackendError,
                          BackendTimeoutError, BadResponseError, ConfigurationError,
@@ -24,7 +25,7 @@ from .protocols import (Backend, CompactionStrategy, Environment, Executor, Exec
 from .types import (CellResult, EnvironmentCapabilities, Message, ModelResponse, Tool, Usage)
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "KNOWN_DISTRIBUTIONS", "AuthenticationError", "Backend", "BaseBackend",
+    "ENTRY_POINT_GROUP", "KNOWN_DISTRIBUTIONS", "iter_entry_points", "AuthenticationError", "Backend", "BaseBackend",
     "estimate_tokens", "BackendConnectionError",
     "BackendError", "BackendTimeoutError", "BadResponseError", "CellResult", "CompactionStrategy",
     "ConfigurationError", "ContextWindowExceededError", "Environment", "EnvironmentCapabilities",
