@@ -85,30 +85,10 @@ class Settings:
         if unknown:
             raise ConfigurationError(f"unknown RLM settings {unknown}; the settings are {list(NAMES)}.")
         a = dict(arguments)
-        for name in ("backend", "environment", "compaction_strategy"):
-            if name in a and not isinstance(a[name], str):
-                raise ConfigurationError(f"{name} must be a str, got {type(a[name]).__name__}.")
-        for name in ("max_depth", "max_iterations"):
-            value = a.get(name, 1)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigurationError(f"{name} must be an integer >= 1, got {value!r}.")
-        depth = a.get("depth", 0)
-        if not isinstance(depth, int) or depth < 0:
-            raise ConfigurationError(f"depth must be an integer >= 0, got {depth!r}.")
-        for name in ("max_budget", "max_timeout", "cell_timeout"):
-            value = a.get(name)
-            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
-                raise ConfigurationError(f"{name} must be a positive number or None, got {value!r}.")
-        for name in ("max_tokens", "max_errors"):
-            value = a.get(name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigurationError(f"{name} must be a positive integer or None, got {value!r}.")
-        fan_out = a.get("max_concurrent_subcalls", 16)
-        if not isinstance(fan_out, int) or fan_out < 1:
-            raise ConfigurationError(f"max_concurrent_subcalls must be an integer >= 1, got {fan_out!r}.")
-        pct = a.get("compaction_threshold_pct", 0.85)
-        if not 0 < pct <= 1:
-            raise ConfigurationError(f"compaction_threshold_pct must be in (0, 1], got {pct!r}.")
+        for names, ok, what in _CHECKS:
+            for name in names:
+                if name in a and not ok(a[name]):
+                    raise ConfigurationError(f"{name} must be {what}, got {a[name]!r}.")
         others = list(a.get("other_backends") or [])
         other_kwargs = [dict(k) for k in (a.get("other_backend_kwargs") or [])]
         if other_kwargs and len(other_kwargs) != len(others):
@@ -121,9 +101,6 @@ class Settings:
                 compile(tool_code, "<tool_code>", "exec")
             except SyntaxError as exc:
                 raise ConfigurationError(f"tool_code is not valid Python: {exc}") from exc
-        executor = a.get("subcall_executor")
-        if executor is not None and not isinstance(executor, str):
-            raise ConfigurationError(f"subcall_executor must be a str, got {type(executor).__name__}.")
         prompts = a.get("tool_prompts")
         sampling = dict(a.get("sampling_args") or {})
         sub_sampling = a.get("sub_sampling_args")
@@ -160,6 +137,29 @@ class Settings:
     def to_kwargs(self) -> dict[str, Any]:
         """The settings as ``RLM(**kwargs)`` arguments (fresh copies of every dict and list)."""
         return {f.name: _copy(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+#: (arguments, check, what a valid value is): the checks of :meth:`Settings.from_arguments`.
+_CHECKS: tuple[tuple[tuple[str, ...], Any, str], ...] = (
+    (("backend", "environment", "compaction_strategy"), lambda v: isinstance(v, str), "a str"),
+    (("subcall_executor",), lambda v: v is None or isinstance(v, str), "a str or None"),
+    (("max_depth", "max_iterations", "max_concurrent_subcalls"),
+     lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    (("depth",), lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    (("max_budget", "max_timeout", "cell_timeout"),
+     lambda v: v is None or (_is_number(v) and v > 0), "a positive number or None"),
+    (("max_tokens", "max_errors"), lambda v: v is None or (_is_int(v) and v >= 1),
+     "a positive integer or None"),
+    (("compaction_threshold_pct",), lambda v: _is_number(v) and 0 < v <= 1, "in (0, 1]"),
+)
 
 
 def _copy(value: Any) -> Any:
