@@ -34,6 +34,7 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
+from types import FrameType
 from typing import Any
 
 import pluggy
@@ -79,7 +80,7 @@ def external_stacklevel() -> int:
 
     Call it from the function that calls ``warnings.warn``.
     """
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     level = 1
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame = frame.f_back
@@ -226,7 +227,7 @@ def skip_reason(name: str, dist: str | None) -> str | None:
 def disabled_plugins(group: str = ENTRY_POINT_GROUP) -> list[dict[str, Any]]:
     """The installed plugins the allow and deny lists keep from loading, with the reason (read
     from the distributions' metadata: nothing is imported)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for ep in iter_entry_points(group):
         dist, version = _dist_of(ep)
         reason = skip_reason(ep.name, dist)

@@ -134,8 +134,9 @@ class PluginEntry:
                 f"The {self.kind} {self.name!r} registered by {self.origin} points at "
                 f"{self.target!r}, which is a {type(obj).__name__}, not a callable factory. "
                 f"{self._fix()}", distribution=self.distribution, plugin=self.plugin)
-        self._resolved = obj
-        return obj
+        factory: Callable[..., Any] = obj
+        self._resolved = factory
+        return factory
 
     def to_dict(self) -> dict[str, Any]:
         return {

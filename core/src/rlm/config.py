@@ -191,10 +191,10 @@ def choose_backend(pm: PluginManager | None = None, *,
         return BackendChoice(named, f"from ${ENV_VAR}")
     path = config_path()
     config = load_config(path)
-    named = config.get("backend")
-    if named is not None:
-        installed(named, str(path))
-        return BackendChoice(named, f"from {path}")
+    configured = config.get("backend")
+    if configured is not None:
+        installed(configured, str(path))
+        return BackendChoice(configured, f"from {path}")
     if config.get("base_url"):
         installed("openai", str(path))
         return BackendChoice("openai", f"{path} sets base_url: the OpenAI-compatible backend")

@@ -6,6 +6,8 @@ the ``answer["content"]`` the REPL had set so far, else the last model response.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .status import RunStatus
 
 
@@ -144,7 +146,7 @@ class RateLimitError(BackendError):
 
     retryable = True
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw):
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any):
         self.retry_after = retry_after
         super().__init__(message, **kw)
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from .status import AnswerSource, RunStatus
+from .status import AnswerSource as AnswerSource  # re-exported: rlm.types has always had them
+from .status import RunStatus as RunStatus
 
 Message = dict[str, Any]
 """A chat message: ``{"role": "system" | "user" | "assistant", "content": str}``."""

@@ -150,6 +150,8 @@ class CompactionStrategyTests(StandardTests, kit=True):
 
         sink = RecordingSink()
         state = {"turn": 0}
+        strategy = self.strategy_name
+        assert strategy is not None, "strategy_name is required (the kit checks it first)"
 
         def responder(messages: list[dict[str, Any]]) -> str:
             # Root turns and summary requests look alike to a backend: every reply works as both.
@@ -162,7 +164,7 @@ class CompactionStrategyTests(StandardTests, kit=True):
 
         rlm = RLM(backend="scripted",
                   backend_kwargs={"responder": responder, "context_window": 2_000},
-                  environment="local", compaction=True, compaction_strategy=self.strategy_name,
+                  environment="local", compaction=True, compaction_strategy=strategy,
                   compaction_kwargs=dict(self.strategy_kwargs), max_iterations=8,
                   sinks=[sink], plugin_manager=compaction_pm)
         try:

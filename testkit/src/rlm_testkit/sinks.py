@@ -35,7 +35,7 @@ from .helpers import isolated_plugin_manager, scripted_rlm_reply
 
 def sample_events(text: str = "hello", run_id: str = "run0001") -> list[E.Event]:
     """One event of every type, in the order a run sends them."""
-    base = {"run_id": run_id, "depth": 0}
+    base: dict[str, Any] = {"run_id": run_id, "depth": 0}
     cell = {"stdout": text, "stderr": "", "error": None, "variables": ["x"],
             "execution_time": 0.01, "final_answer": None, "timed_out": False, "rlm_calls": []}
     usage = {"model_usage_summaries": {"m": {"total_calls": 1, "total_input_tokens": 3,
@@ -61,7 +61,7 @@ def sample_events(text: str = "hello", run_id: str = "run0001") -> list[E.Event]
     ]
 
 
-_odd = st.text(st.characters(exclude_categories=("Cs",)), max_size=300) | st.sampled_from(
+_odd = st.text(st.characters(exclude_categories=["Cs"]), max_size=300) | st.sampled_from(
     ["", "\x00", "\n" * 50, "é" * 1000, "```repl\nprint(1)\n```", "x" * 100_000])
 
 
@@ -189,7 +189,7 @@ class _no_sink_warning:
         self._caught = self._cm.__enter__()
         warnings.simplefilter("always")
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self._cm.__exit__(*exc)
         bad = [str(w.message) for w in self._caught if "logger sink" in str(w.message)]
         assert not bad, f"the sink raised during a run: {bad}"

@@ -105,10 +105,12 @@ class ToolProviderTests(StandardTests, kit=True):
     def _run_cells(self, tool_pm: Any, cells: list[str]) -> list[dict[str, Any]]:
         from rlm import RLM
 
+        name = self.provider_name
+        assert name is not None, "provider_name is required (the kit checks it first)"
         sink = RecordingSink()
         replies = [f"```repl\n{cell}\n```" for cell in cells] + [scripted_rlm_reply("done")]
         rlm = RLM(backend="scripted", backend_kwargs={"replies": replies}, environment="local",
-                  tool_providers=[self.provider_name], max_iterations=len(replies),
+                  tool_providers=[name], max_iterations=len(replies),
                   sinks=[sink], plugin_manager=tool_pm)
         try:
             result = rlm.completion("context for the tool provider tests")

@@ -79,19 +79,22 @@ class Profile:
             raise ConfigurationError(
                 f"{where}: profile {name!r} has unknown settings {unknown}; valid ones: "
                 f"{', '.join(sorted(valid))}.")
-        kinds = {"backend": str, "model": str, "base_url": str, "environment": str,
-                 "description": str, "max_iterations": int, "max_depth": int,
-                 "max_tokens": int, "max_errors": int, "max_timeout": (int, float),
-                 "max_budget": (int, float), "cell_timeout": (int, float),
-                 "backend_kwargs": Mapping, "environment_kwargs": Mapping}
+        kinds: dict[str, type | tuple[type, ...]] = {
+            "backend": str, "model": str, "base_url": str, "environment": str,
+            "description": str, "max_iterations": int, "max_depth": int,
+            "max_tokens": int, "max_errors": int, "max_timeout": (int, float),
+            "max_budget": (int, float), "cell_timeout": (int, float),
+            "backend_kwargs": Mapping, "environment_kwargs": Mapping}
         for key, value in data.items():
             if not isinstance(value, kinds[key]) or isinstance(value, bool):
-                want = {str: "a string", int: "an integer", Mapping: "a table"}.get(
-                    kinds[key], "a number")  # type: ignore[call-overload]
+                names: dict[type | tuple[type, ...], str] = {
+                    str: "a string", int: "an integer", Mapping: "a table"}
+                want = names.get(kinds[key], "a number")
                 raise ConfigurationError(f"{where}: profiles.{name}.{key} must be {want}, "
                                          f"got {value!r}.")
-        return cls(name=name, **{k: (dict(v) if isinstance(v, Mapping) else v)
-                                 for k, v in data.items()})
+        values: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v)
+                                  for k, v in data.items()}
+        return cls(name=name, **values)
 
     def rlm_kwargs(self) -> dict[str, Any]:
         """The ``RLM(...)`` arguments of this profile."""
@@ -185,8 +188,8 @@ def profiles_from_args(args: argparse.Namespace,
                 f"{', '.join(profiles) or 'none'}); add a [profiles.{missing[0]}] table or drop "
                 "the flag.")
         profiles = {n: profiles[n] for n in wanted}
-    given = {k: getattr(args, k, None) for k in _FLAG_FIELDS}
-    given = {k: v for k, v in given.items() if v is not None}
+    flags: dict[str, Any] = {k: getattr(args, k, None) for k in _FLAG_FIELDS}
+    given = {k: v for k, v in flags.items() if v is not None}
     if given or not profiles:
         name = getattr(args, "name", None) or DEFAULT_PROFILE
         profiles[name] = Profile(name=name, **given)

@@ -582,8 +582,9 @@ class IsolatedREPL:
                     pass
             raise
         except TimeoutError:
+            assert limit is not None and backstop is not None  # only a time limit times out
             self._restart("it did not answer within %g s of the cell's %g s time limit and was "
-                          "killed" % (backstop - limit, limit))  # type: ignore[operator]
+                          "killed" % (backstop - limit, limit))
             return CellResult(stderr="", error=self._lost_state_text(
                 f"TimeoutError: the cell exceeded its time limit of {limit:g} seconds and the "
                 "REPL worker did not respond (a C call that holds the interpreter)"),

@@ -86,7 +86,8 @@ def list_runs(db: Database, *, model: str | None = None, status: str | None = No
               since: float | None = None, until: float | None = None, limit: int | None = 20,
               offset: int = 0, roots_only: bool = True, search: str | None = None) -> list[dict[str, Any]]:
     """Runs, newest first. ``model`` matches the root model or any model the run used."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     if roots_only:
         where.append("parent_id IS NULL")
     if model:

@@ -327,7 +327,8 @@ class AnthropicBackend:
                                    status_code=200)
         text = "".join(b.get("text", "") for b in content
                        if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str))
-        served = data.get("model") if isinstance(data.get("model"), str) and data.get("model") else model
+        reported = data.get("model")
+        served = reported if isinstance(reported, str) and reported else model
         usage = self._usage(data.get("usage"), body, text, served, model)
         return ModelResponse(text=text, usage=usage, model=model, finish_reason=data.get("stop_reason"))
 
@@ -363,7 +364,7 @@ class AnthropicBackend:
         return lambda exc, n: self._to_backend_error(exc, model, n, timeout)
 
     def _to_backend_error(self, exc: BaseException, model: str, attempt: int, timeout: Any) -> BackendError:
-        kw = {"backend": "anthropic", "model": model}
+        kw: dict[str, Any] = {"backend": "anthropic", "model": model}
         tries = f" (after {attempt + 1} attempts)" if attempt else ""
         if isinstance(exc, anthropic.APITimeoutError):
             return BackendTimeoutError(f"anthropic ({model}): no answer within the request timeout "

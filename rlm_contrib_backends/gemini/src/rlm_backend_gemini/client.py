@@ -107,7 +107,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 def _http_families() -> tuple[Any, ...]:
     """The HTTP client packages the SDK may use: httpx2 (its default when installed) and httpx."""
     try:
-        import httpx2  # type: ignore[import-not-found]
+        import httpx2  # type: ignore[import-not-found, unused-ignore]  # optional
     except ImportError:
         return (httpx,)
     return (httpx2, httpx)
@@ -573,7 +573,8 @@ class GeminiBackend:
     def _api_error(self, exc: genai_errors.APIError, model: str, attempt: int) -> BackendError:
         status = int(exc.code or 0)
         body = exc.details if isinstance(exc.details, dict) else {}
-        error = body.get("error") if isinstance(body.get("error"), dict) else body
+        nested = body.get("error")
+        error = nested if isinstance(nested, dict) else body
         details = error.get("details") if isinstance(error, dict) else None
         message = self._redact(str(exc.message or error.get("message") or f"HTTP {status}"))
         status_name = str(exc.status or "")

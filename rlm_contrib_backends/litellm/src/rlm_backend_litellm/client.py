@@ -43,7 +43,7 @@ def import_litellm() -> Any:
     """Import LiteLLM with its local cost map (no network), quietly. Cached after the first call."""
     with _import_lock:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        module = importlib.import_module("litellm")
+        module: Any = importlib.import_module("litellm")
         module.suppress_debug_info = True
         module.telemetry = False
         return module
@@ -286,7 +286,7 @@ class LiteLLMBackend:
     def _to_backend_error(self, exc: BaseException, model: str, attempt: int,
                           kwargs: Mapping[str, Any]) -> BackendError:
         litellm = self._litellm
-        kw = {"backend": "litellm", "model": model}
+        kw: dict[str, Any] = {"backend": "litellm", "model": model}
         tries = f" (after {attempt + 1} attempts)" if attempt else ""
         provider = self._redact(_provider_message(exc))
         status = getattr(exc, "status_code", None)

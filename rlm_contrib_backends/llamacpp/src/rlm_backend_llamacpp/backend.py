@@ -81,9 +81,10 @@ class LlamaCppBackend(OpenAIBackend):
         if model_package is not None:
             self._package_file = weights.package_gguf(model_package)
         served_name = self._guess_name()
-        self._config_args = {"n_ctx": n_ctx, "n_threads": default_threads() if n_threads is None else n_threads,
-                             "n_parallel": n_parallel, "n_batch": n_batch,
-                             "extra": tuple(sorted(dict(server_params or {}).items()))}
+        self._config_args: dict[str, Any] = {
+            "n_ctx": n_ctx, "n_threads": default_threads() if n_threads is None else n_threads,
+            "n_parallel": n_parallel, "n_batch": n_batch,
+            "extra": tuple(sorted(dict(server_params or {}).items()))}
         ServerConfig(model_path="-", model_name=served_name, **self._config_args)  # validate now
         self.n_ctx = n_ctx
         if sampling_defaults is None:

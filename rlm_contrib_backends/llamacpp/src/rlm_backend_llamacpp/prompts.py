@@ -242,8 +242,8 @@ class SmallProfile:
         replies = [str(m.get("content", "")) for m in msgs if m.get("role") == "assistant"]
         output = self._last_output(msgs)
         if len(replies) >= 2:
-            last, before = find_code_blocks(replies[-1]), find_code_blocks(replies[-2])
-            if (last and [c.strip() for c in last] == [c.strip() for c in before]
+            blocks, before = find_code_blocks(replies[-1]), find_code_blocks(replies[-2])
+            if (blocks and [c.strip() for c in blocks] == [c.strip() for c in before]
                     and output is not None and not _failed(output)):
                 return Adapted(rendered, {"grammar": ANSWER_GRAMMAR}, "answer")
         if output is not None and _failed(output):

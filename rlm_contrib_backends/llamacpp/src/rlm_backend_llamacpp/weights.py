@@ -211,8 +211,8 @@ def join_parts(parts: Iterable[str | os.PathLike[str]], target: str | os.PathLik
     :class:`ModelIntegrityError`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    parts = [Path(p) for p in parts]
-    need = sum(p.stat().st_size for p in parts)
+    paths = [Path(p) for p in parts]
+    need = sum(p.stat().st_size for p in paths)
     free = shutil.disk_usage(target.parent).free
     if free < need:
         raise ConfigurationError(
@@ -224,7 +224,7 @@ def join_parts(parts: Iterable[str | os.PathLike[str]], target: str | os.PathLik
     fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out:
-            for p in parts:
+            for p in paths:
                 with open(p, "rb") as src:
                     while chunk := src.read(_CHUNK):
                         h.update(chunk)

@@ -371,7 +371,7 @@ class OpenAIBackend:
         if url.scheme != "http" or not url.hostname or url.query or url.fragment:
             return None
         proxies = urllib.request.getproxies_environment()
-        if (proxies.get("http") or proxies.get("all")) and not urllib.request.proxy_bypass_environment(
+        if (proxies.get("http") or proxies.get("all")) and not urllib.request.proxy_bypass_environment(  # type: ignore[attr-defined]
                 url.hostname, proxies):
             return None
         try:
@@ -552,20 +552,21 @@ class OpenAIBackend:
                                    f"{json.dumps(data)[:200]}", backend=self.backend_name, model=model,
                                    status_code=200)
         choice = choices[0]
-        message = choice.get("message")
-        if not isinstance(message, dict):
+        reply = choice.get("message")
+        if not isinstance(reply, dict):
             raise BadResponseError(f"{self.backend_name} ({model}): choices[0] has no message",
                                    backend=self.backend_name, model=model, status_code=200)
-        content = message.get("content")
+        content = reply.get("content")
         if content is None:
-            text = message.get("refusal") or ""
+            text = reply.get("refusal") or ""
         elif isinstance(content, str):
             text = content
         elif isinstance(content, list):
             text = "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
         else:
             text = str(content)
-        served = data.get("model") if isinstance(data.get("model"), str) and data.get("model") else model
+        reported = data.get("model")
+        served = reported if isinstance(reported, str) and reported else model
         usage = self._usage(data.get("usage"), body, text, served, model)
         # ``model`` is the name that was asked for (the run's usage is keyed by it); the served
         # snapshot name (``gpt-4o-2024-08-06``, or the model behind an Azure deployment) only
@@ -605,7 +606,8 @@ class OpenAIBackend:
 
     def _to_backend_error(self, exc: BaseException, model: str, attempt: int,
                           timeout: Any = None) -> BackendError:
-        name, kw = self.backend_name, {"backend": self.backend_name, "model": model}
+        name = self.backend_name
+        kw: dict[str, Any] = {"backend": self.backend_name, "model": model}
         tries = f" (after {attempt + 1} attempts)" if attempt else ""
         if isinstance(exc, BackendError):
             return exc

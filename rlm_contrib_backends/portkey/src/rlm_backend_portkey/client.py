@@ -69,7 +69,8 @@ class PortkeyBackend(OpenAIBackend):
         self.provider = provider
         self.trace_id = trace_id
         self.metadata = dict(metadata) if metadata else None
-        self._portkey_headers = {}  # built after the key is resolved; secrets stay out of vars()
+        # built after the key is resolved; secrets stay out of vars()
+        self._portkey_headers = _HiddenHeaders({})
         super().__init__(model_name, api_key, base_url=base_url, **kwargs)
         headers: dict[str, str] = {}
         if self.has_api_key:

@@ -21,7 +21,12 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                    help="the interpreter to copy (default /usr/bin/python3 if usable, else this one)")
     b.add_argument("--base-url", default=None, help="the daemon (default DOCKER_HOST)")
     b.set_defaults(func=cmd_build_image)
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+    def usage(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    parser.set_defaults(func=usage)
 
 
 def cmd_build_image(args: Any) -> int:

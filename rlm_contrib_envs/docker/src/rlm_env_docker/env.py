@@ -206,7 +206,7 @@ def reap_containers(api: Any) -> list[str]:
     removing them (killed outright: SIGKILL, out of memory). Called before every new container;
     a host killed mid-cell also loses its container at once: the worker exits when the attached
     stdin closes (``StdinOnce``). Returns the short ids removed."""
-    removed = []
+    removed: list[str] = []
     try:
         found = api.containers(all=True, filters={"label": [LABEL, HOST_LABEL]})
     except Exception:  # noqa: BLE001 - a listing failure must not stop a run

@@ -92,7 +92,7 @@ class E2BREPL(IsolatedREPL):
         self.workdir = workdir
         self.disk_limit = parse_size(disk_limit, "disk_limit")
         self._api_key = resolve_api_key(api_key)
-        self._conn = {k: v for k, v in (("domain", domain), ("api_url", api_url),
+        self._conn: dict[str, Any] = {k: v for k, v in (("domain", domain), ("api_url", api_url),
                                         ("sandbox_url", sandbox_url),
                                         ("request_timeout", request_timeout)) if v is not None}
         self._worker_ctx_dir = f"{self._RLM_DIR}/ctx"

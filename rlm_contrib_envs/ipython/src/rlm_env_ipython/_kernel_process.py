@@ -45,6 +45,7 @@ class KernelProcess:
     def __init__(self) -> None:
         # 0700, locked for this process's life: the next host reaps it if this one is killed.
         reap_run_dirs()
+        self._lock: int | None
         self.run_dir, self._lock = make_run_dir("rlm-ipykernel-")
         self.manager: Any = None
         self.client: Any = None

@@ -101,7 +101,8 @@ class Shell(InteractiveShell):
         """Let go of what the shell registered globally (its ``atexit`` hook)."""
         atexit.unregister(self.atexit_operations)
         try:
-            self.history_manager.end_session()
+            if self.history_manager is not None:
+                self.history_manager.end_session()
         except Exception:  # noqa: BLE001 - an in-memory history has nothing to lose
             pass
         self.user_ns_hidden.clear()
@@ -111,8 +112,10 @@ class Shell(InteractiveShell):
 
     def display(self, *objs: Any, **kwargs: Any) -> None:
         """``display(obj)`` in a cell: the object's text representation, like ``Out``."""
+        formatter = self.display_formatter
+        assert formatter is not None  # made by InteractiveShell.__init__
         for obj in objs:
-            data, _ = self.display_formatter.format(obj, include=("text/plain",))
+            data, _ = formatter.format(obj, include=("text/plain",))
             print(data.get("text/plain", repr(obj)))
 
     def _showtraceback(self, etype: Any, evalue: Any, stb: list[str]) -> None:

@@ -72,7 +72,12 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     c = sub.add_parser("check", help="start Pyodide under Deno once and run a cell")
     c.add_argument("--pyodide-dir", default=None, help="the pyodide folder (default: the cache)")
     c.set_defaults(func=cmd_check)
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+    def usage(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    parser.set_defaults(func=usage)
 
 
 def main(argv: list[str] | None = None) -> int:

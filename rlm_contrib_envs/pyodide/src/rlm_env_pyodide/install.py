@@ -78,9 +78,9 @@ def find_deno(deno: str | None = None) -> str:
             return os.path.realpath(path)
     except (ImportError, OSError, FileNotFoundError, RuntimeError):
         pass
-    path = shutil.which("deno")
-    if path:
-        return os.path.realpath(path)
+    found = shutil.which("deno")
+    if found:
+        return os.path.realpath(found)
     raise RLMEnvironmentError(
         "the 'pyodide' environment runs Pyodide under Deno, which is not installed: "
         "`pip install deno` (the binary from PyPI; `pip install rlm-env-pyodide` brings it), or "

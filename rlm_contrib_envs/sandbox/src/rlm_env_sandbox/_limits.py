@@ -138,7 +138,7 @@ def reap_cgroups(base: str, min_age: float = 5.0) -> list[str]:
     gone) and older than ``min_age`` seconds (a host of another pid namespace sharing the cgroup
     tree may be setting one up). A cgroup with processes in it cannot be removed, so nothing
     running is touched."""
-    removed = []
+    removed: list[str] = []
     try:
         names = [n for n in os.listdir(base) if n.startswith(CGROUP_PREFIX)]
     except OSError:

@@ -103,9 +103,12 @@ def build_server(settings: MCPSettings) -> MCPServer:
     async def _run(profile: Profile, prompt: Any, root_prompt: str | None, ctx: Context) -> Outcome:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Progress | None] = asyncio.Queue()
+
+        def on_progress(progress: Progress) -> None:  # on the run's thread
+            loop.call_soon_threadsafe(queue.put_nowait, progress)
+
         run = ProfileRun(profile, prompt, root_prompt, log=settings.log,
-                         plugin_manager=settings.plugin_manager,
-                         on_progress=lambda p: loop.call_soon_threadsafe(queue.put_nowait, p))
+                         plugin_manager=settings.plugin_manager, on_progress=on_progress)
 
         async def report() -> None:
             while (update := await queue.get()) is not None:

@@ -196,11 +196,11 @@ class AnthropicCompatibleServer(OpenAICompatibleServer):
     def _error_message(self, status: int) -> str:
         return _anthropic_error_message(status)
 
-    def __init__(self, *args: Any, model: str = "claude-scripted", api_key: str | None = None,
-                 **kwargs: Any):
+    def __init__(self, replies: Any = None, responder: Any = None, latency: float = 0.0, *,
+                 model: str = "claude-scripted", api_key: str | None = None, **kwargs: Any):
         if kwargs.get("demo"):
             raise ValueError("demo=True is for the OpenAI-compatible demo server")
-        super().__init__(*args, model=model, **kwargs)
+        super().__init__(replies, responder, latency, model=model, **kwargs)
         self.api_key = api_key
 
     @property
@@ -250,7 +250,7 @@ class AnthropicCompatibleServer(OpenAICompatibleServer):
         stop_reason = _STOP_REASONS.get(reply.finish_reason, reply.finish_reason)
         ident = f"msg_rlm{next(self._ids):020d}"
         if body.get("stream"):
-            self._stream(handler, ident, model, content, stop_reason, usage)
+            self._stream_message(handler, ident, model, content, stop_reason, usage)
             return
         obj: dict[str, Any] = {"id": ident, "type": "message", "role": "assistant", "model": model,
                                "content": content, "stop_reason": stop_reason,
@@ -259,8 +259,9 @@ class AnthropicCompatibleServer(OpenAICompatibleServer):
             obj["usage"] = usage
         handler._send_json(200, obj, {"request-id": f"req_{ident[4:]}"})
 
-    def _stream(self, handler: Any, ident: str, model: str, content: list[dict[str, Any]],
-                stop_reason: str, usage: dict[str, Any] | None) -> None:
+    def _stream_message(self, handler: Any, ident: str, model: str,
+                        content: list[dict[str, Any]], stop_reason: str,
+                        usage: dict[str, Any] | None) -> None:
         start_usage = {"input_tokens": (usage or {}).get("input_tokens", 0), "output_tokens": 1}
         events: list[tuple[str, dict[str, Any]]] = [("message_start", {
             "type": "message_start", "message": {

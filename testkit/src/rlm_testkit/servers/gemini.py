@@ -179,7 +179,7 @@ def _validate(body: dict[str, Any]) -> str | None:
     return None
 
 
-def _nonzero(**counts: int) -> dict[str, int]:
+def _nonzero(**counts: int) -> dict[str, Any]:
     return {k: v for k, v in counts.items() if v}
 
 
@@ -220,7 +220,7 @@ class _GeminiHandler(_Handler):
             return
         if model == "":
             self._send_json(200, {"models": [owner.model_info()]})
-        elif model.removeprefix("models/") == owner.model:
+        elif model is not None and model.removeprefix("models/") == owner.model:
             self._send_json(200, owner.model_info())
         else:
             self._send_error_json(404, f"models/{model} is not found for API version {version}, or "
@@ -304,11 +304,11 @@ class GeminiEmulator(OpenAICompatibleServer):
     handler_class = _GeminiHandler
     _malformed_body = "<html>this is not JSON {\"candidates\": ["
 
-    def __init__(self, *args: Any, model: str = "gemini-emulated", api_key: str | None = None,
-                 **kwargs: Any):
+    def __init__(self, replies: Any = None, responder: Any = None, latency: float = 0.0, *,
+                 model: str = "gemini-emulated", api_key: str | None = None, **kwargs: Any):
         if kwargs.get("demo"):
             raise ValueError("demo=True is for the OpenAI-compatible demo server")
-        super().__init__(*args, model=model, **kwargs)
+        super().__init__(replies, responder, latency, model=model, **kwargs)
         self.api_key = api_key
         self.count_requests: list[dict[str, Any]] = []
 
@@ -387,7 +387,7 @@ class GeminiEmulator(OpenAICompatibleServer):
                 obj["usageMetadata"] = {k: v for k, v in usage.items()
                                         if k in ("promptTokenCount", "totalTokenCount")}
             if stream:
-                self._stream(handler, [obj])
+                self._stream_events(handler, [obj])
             else:
                 handler._send_json(200, obj)
             return
@@ -408,7 +408,7 @@ class GeminiEmulator(OpenAICompatibleServer):
                 obj["usageMetadata"] = usage
             handler._send_json(200, obj)
             return
-        events = []
+        events: list[dict[str, Any]] = []
         for part in parts:
             text = part["text"]
             chunks = [text[i:i + 16] for i in range(0, len(text), 16)] or [""]
@@ -419,9 +419,9 @@ class GeminiEmulator(OpenAICompatibleServer):
         events[-1]["candidates"][0]["finishReason"] = finish
         if usage is not None:
             events[-1]["usageMetadata"] = usage
-        self._stream(handler, events)
+        self._stream_events(handler, events)
 
-    def _stream(self, handler: Any, events: list[dict[str, Any]]) -> None:
+    def _stream_events(self, handler: Any, events: list[dict[str, Any]]) -> None:
         head = handler._head(200, "text/event-stream", None, {"Cache-Control": "no-cache",
                                                               "X-Emulator": "rlm-gemini"})
         first = True
