@@ -10,31 +10,35 @@ import pytest
 
 from rlm_testkit.servers import AnthropicCompatibleServer, AnthropicReply, Fault
 from rlm_testkit import BackendTests
-from rlm_testkit.providers import FAULTS, ProviderRequest, ScriptedProvider
+from rlm_testkit.providers import (FAULTS, OBSERVABLE, ProviderRequest, ScriptedProvider,
+                                   server_connections)
 
 
 class AnthropicServerProvider(ScriptedProvider):
     """Scripts an AnthropicCompatibleServer for the kit's standard backend tests."""
 
     fault_kinds = frozenset(FAULTS)
+    observes = OBSERVABLE
 
     def __init__(self, server: AnthropicCompatibleServer):
         self.server = server
 
     def reply(self, text: str, *, input_tokens: int | None = None, output_tokens: int | None = None,
-              cost: float | None = None, usage: bool = True) -> None:
+              cost: float | None = None, usage: bool = True, model: str | None = None,
+              finish_reason: str | None = None) -> None:
         self.server.add_replies(AnthropicReply(text, prompt_tokens=input_tokens,
                                                completion_tokens=output_tokens, cost=cost,
-                                               usage=usage))
+                                               usage=usage, model=model,
+                                               finish_reason=finish_reason or "stop"))
 
     def respond_with(self, responder: Callable[[list[Any]], str]) -> None:
         self.server.responder = lambda messages, body: responder(messages)
 
-    def fail(self, kind: str) -> None:
+    def fail(self, kind: str, message: str | None = None) -> None:
         faults = {
-            "auth": Fault("status", status=401),
-            "rate_limit": Fault("status", status=429),
-            "server": Fault("status", status=529),  # Anthropic's "overloaded"
+            "auth": Fault("status", status=401, body=message),
+            "rate_limit": Fault("status", status=429, body=message),
+            "server": Fault("status", status=529, body=message),  # Anthropic's "overloaded"
             "connection": Fault("reset"),
             "bad_response": Fault("malformed"),
             "context_window": Fault("status", status=400, body={"type": "error", "error": {
@@ -49,7 +53,7 @@ class AnthropicServerProvider(ScriptedProvider):
     @property
     def requests(self) -> list[ProviderRequest]:
         out = []
-        for body in list(self.server.requests):
+        for body, headers in zip(list(self.server.requests), list(self.server.headers)):
             messages = list(body.get("messages") or [])
             if body.get("system"):
                 system = body["system"]
@@ -57,11 +61,15 @@ class AnthropicServerProvider(ScriptedProvider):
                     system = "".join(b.get("text", "") for b in system if isinstance(b, dict))
                 messages = [{"role": "system", "content": system}, *messages]
             out.append(ProviderRequest(messages, {k: v for k, v in body.items()
-                                                  if k not in ("messages", "system")}))
+                                                  if k not in ("messages", "system")},
+                                       dict(headers)))
         return out
 
     def connect_kwargs(self) -> dict[str, Any]:
         return {"base_url": self.server.base_url}
+
+    def open_connections(self) -> int:
+        return server_connections(self.server)
 
 
 class TestAnthropicKit(BackendTests):
@@ -76,3 +84,10 @@ class TestAnthropicKit(BackendTests):
     def provider(self) -> Iterator[ScriptedProvider]:
         with AnthropicCompatibleServer(model="claude-kit") as server:
             yield AnthropicServerProvider(server)
+
+    @pytest.mark.xfail(strict=True, reason=(
+        "rlm_backend_support.ClientPool forgets the async client of an event loop that has closed "
+        "(each asyncio.run() call) instead of closing it, so its connection stays open until "
+        "garbage collection; the synchronous client's are closed"))
+    def test_close_releases_connections(self, make_backend: Any, provider: Any) -> None:
+        super().test_close_releases_connections(make_backend, provider)

@@ -11,7 +11,8 @@ import pytest
 from rlm_testkit.servers import Fault, GeminiEmulator, GeminiReply
 from rlm_testkit.servers.gemini import chat_messages, gemini_error_body
 from rlm_testkit import BackendTests
-from rlm_testkit.providers import FAULTS, ProviderRequest, ScriptedProvider
+from rlm_testkit.providers import (FAULTS, OBSERVABLE, ProviderRequest, ScriptedProvider,
+                                   server_connections)
 
 # generationConfig fields as the kit names them (its sampling arguments use OpenAI spellings)
 _KIT_NAMES = {"maxOutputTokens": "max_tokens", "topP": "top_p", "topK": "top_k",
@@ -24,27 +25,30 @@ class GeminiEmulatorProvider(ScriptedProvider):
     429 RESOURCE_EXHAUSTED, an overload a 503 UNAVAILABLE, a long prompt a 400 naming the limit."""
 
     fault_kinds = frozenset(FAULTS)
+    observes = OBSERVABLE
 
     def __init__(self, emu: GeminiEmulator):
         self.emu = emu
 
     def reply(self, text: str, *, input_tokens: int | None = None, output_tokens: int | None = None,
-              cost: float | None = None, usage: bool = True) -> None:
+              cost: float | None = None, usage: bool = True, model: str | None = None,
+              finish_reason: str | None = None) -> None:
         del cost  # the Gemini API reports no cost
         self.emu.add_replies(GeminiReply(text, prompt_tokens=input_tokens,
-                                         completion_tokens=output_tokens, usage=usage))
+                                         completion_tokens=output_tokens, usage=usage, model=model,
+                                         finish_reason=finish_reason or "stop"))
 
     def respond_with(self, responder: Callable[[list[Any]], str]) -> None:
         self.emu.responder = lambda messages, body: responder(messages)
 
-    def fail(self, kind: str) -> None:
+    def fail(self, kind: str, message: str | None = None) -> None:
         faults = {
             "auth": Fault("status", status=400, body=gemini_error_body(
-                400, "API key not valid. Please pass a valid API key.", details=[{
+                400, message or "API key not valid. Please pass a valid API key.", details=[{
                     "@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
                     "domain": "googleapis.com"}])),
-            "rate_limit": Fault("status", status=429),
-            "server": Fault("status", status=503),
+            "rate_limit": Fault("status", status=429, body=message),
+            "server": Fault("status", status=503, body=message),
             "connection": Fault("reset"),
             "bad_response": Fault("malformed"),
             "context_window": Fault("status", status=400, body=gemini_error_body(
@@ -59,15 +63,19 @@ class GeminiEmulatorProvider(ScriptedProvider):
     @property
     def requests(self) -> list[ProviderRequest]:
         out = []
-        for body in list(self.emu.requests):
+        for body, headers, path in zip(list(self.emu.requests), list(self.emu.headers),
+                                       list(self.emu.paths)):
             config = body.get("generationConfig") or {}
             params = {_KIT_NAMES.get(k, k): v for k, v in config.items()}
             params["model"] = body.get("model")
-            out.append(ProviderRequest(chat_messages(body), params))
+            out.append(ProviderRequest(chat_messages(body), params, dict(headers), path))
         return out
 
     def connect_kwargs(self) -> dict[str, Any]:
         return {"base_url": self.emu.base_url}
+
+    def open_connections(self) -> int:
+        return server_connections(self.emu)
 
 
 class TestGeminiKit(BackendTests):
@@ -82,3 +90,10 @@ class TestGeminiKit(BackendTests):
     def provider(self) -> Iterator[ScriptedProvider]:
         with GeminiEmulator(model="gemini-kit", api_key="AIza-kit-test-key") as emu:
             yield GeminiEmulatorProvider(emu)
+
+    @pytest.mark.xfail(strict=True, reason=(
+        "rlm_backend_support.ClientPool forgets the async client of an event loop that has closed "
+        "(each asyncio.run() call) instead of closing it, so its connection stays open until "
+        "garbage collection; the synchronous client's are closed"))
+    def test_close_releases_connections(self, make_backend: Any, provider: Any) -> None:
+        super().test_close_releases_connections(make_backend, provider)

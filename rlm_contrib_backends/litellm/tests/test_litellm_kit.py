@@ -15,6 +15,7 @@ class TestLiteLLMKit(OpenAICompatibleBackendTests):
     backend_name = "litellm"
     backend_kwargs = {"model_name": "openai/kit-model", "api_key": "kit-test-key"}
     no_retry_kwargs = {"max_retries": 0}
+    provider_model_name = "kit-model"  # LiteLLM routes "openai/kit-model" to the server as "kit-model"
 
     def connect_kwargs(self, provider: Any) -> dict[str, Any]:
         return {"api_base": provider.connect_kwargs()["base_url"]}
@@ -31,3 +32,9 @@ class TestLiteLLMKit(OpenAICompatibleBackendTests):
         "estimates (and marks Usage.estimated) in both cases"))
     def test_usage_is_reported(self, backend: Any, provider: Any) -> None:
         super().test_usage_is_reported(backend, provider)
+
+    @pytest.mark.xfail(strict=True, reason=(
+        "LiteLLM keeps its HTTP clients at module level and shares them between every caller in "
+        "the process, so the backend's close() cannot close them without breaking other users"))
+    def test_close_releases_connections(self, make_backend: Any, provider: Any) -> None:
+        super().test_close_releases_connections(make_backend, provider)

@@ -8,7 +8,7 @@ import pytest
 
 import rlm_env_docker.plugin
 from rlm_env_docker.testing import ready
-from rlm_testkit.environments import EnvironmentTests
+from rlm_testkit.environments import EnvironmentTests, EscapeTests
 
 IMAGE, REASON = ready()
 pytestmark = pytest.mark.skipif(REASON is not None and os.environ.get("CI") != "true",
@@ -32,3 +32,29 @@ class TestDockerConformance(EnvironmentTests):
         finally:
             client.close()
         return [f"container {c['Id'][:12]} ({c.get('State')})" for c in found]
+
+
+class TestDockerEscapes(EscapeTests):
+    plugin = "rlm_env_docker.plugin"
+    environment_name = "docker"
+    environment_kwargs = {"image": IMAGE or "rlm-python:3.11-local", "pull": "never",
+                          "memory_limit": "512m", "disk_limit": "64m", "pids_limit": 32}
+
+
+def _runsc_registered() -> bool:
+    if IMAGE is None:
+        return False
+    import docker
+
+    client = docker.from_env(version="auto")
+    try:
+        return "runsc" in (client.api.info().get("Runtimes") or {})
+    finally:
+        client.close()
+
+
+@pytest.mark.skipif(not _runsc_registered(),
+                    reason="gVisor's runsc is not registered with the Docker daemon "
+                           "(scripts/ci/docker.sh installs and registers it)")
+class TestDockerGVisorEscapes(TestDockerEscapes):
+    environment_kwargs = {**TestDockerEscapes.environment_kwargs, "runtime": "runsc"}

@@ -119,6 +119,7 @@ class StandardTests:
 
     @pytest.fixture(autouse=True)
     def _rlm_kit_capabilities(self, request: pytest.FixtureRequest) -> None:
+        self._kit_session = request.session
         func = getattr(request, "function", None)
         for cap in getattr(func, _REQUIRES_ATTR, ()):
             if not self.has(cap):
@@ -128,9 +129,19 @@ class StandardTests:
                     f"set capabilities = {{{cap!r}: True}} on the class if the plugin supports it")
 
     # -- the guard ---------------------------------------------------------------------
+    @classmethod
+    def _kit_session_problems(cls, session: pytest.Session) -> list[str]:
+        """What is wrong with the class given the other tests of this session (a kit class
+        adds its own rules, e.g. EnvironmentTests: an isolated environment runs EscapeTests)."""
+        return []
+
     def test_kit_guard(self) -> None:
-        """Every standard test is present and either inherited or an xfail with a reason."""
-        problems = type(self)._kit_problems
+        """Every standard test is present and either inherited or an xfail with a reason; what
+        the class declares is backed by the tests it needs (an ``isolated`` environment runs
+        the escape suite in the same session)."""
+        session = getattr(self, "_kit_session", None)
+        problems = (*type(self)._kit_problems,
+                    *(type(self)._kit_session_problems(session) if session is not None else ()))
         if problems:
             pytest.fail(
                 f"{type(self).__qualname__} breaks the conformance kit's rules:\n  - "

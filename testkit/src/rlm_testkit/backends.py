@@ -18,8 +18,10 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
+import inspect
 import os
+import secrets
+import subprocess
 import sys
 import threading
 import time
@@ -36,7 +38,9 @@ from rlm.protocols import Backend
 from rlm.types import ModelResponse
 
 from ._core import StandardTests, property_test, requires
-from .helpers import is_root_turn, isolated_plugin_manager, load_plugin_object, scripted_rlm_reply
+from .helpers import (entry_point_modules, is_root_turn, isolated_plugin_manager,
+                      load_plugin_object, scripted_rlm_reply)
+from .imports import third_party_imports
 from .providers import FAULTS, ScriptedProvider
 
 MESSAGES = [{"role": "system", "content": "You are terse."},
@@ -60,7 +64,11 @@ class BackendTests(StandardTests, kit=True):
         "timeout": (True, "a request timeout makes a stalled call raise BackendTimeoutError"),
         "concurrency": (True, "concurrent calls (threads and asyncio) each get their own reply"),
         "strict_kwargs": (True, "unknown constructor arguments are rejected, not swallowed"),
-        "lazy_import": (True, "importing the plugin module does not import the backend module"),
+        "lazy_import": (True, "importing the plugin module (and every module the distribution's "
+                              "entry points name) imports neither the backend module nor any "
+                              "package beyond the standard library, rlm and its own"),
+        "api_key": (True, "the backend takes an API key (`api_key_argument`) and sends it with "
+                          "every request"),
     }
     REQUIRED = {
         "plugin": "the plugin module (or its dotted name) that registers the backend",
@@ -76,6 +84,17 @@ class BackendTests(StandardTests, kit=True):
     sampling_args: ClassVar[dict[str, Any]] = {"temperature": 0.25, "max_tokens": 17}
     #: Upper bound in seconds for any single call in these tests.
     call_timeout: ClassVar[float] = 20.0
+    #: The constructor argument that takes the API key (capability ``api_key``); the key tested
+    #: is ``backend_kwargs[api_key_argument]`` when set, else a fresh one.
+    api_key_argument: ClassVar[str] = "api_key"
+    #: Top-level packages the plugin modules may import at load besides the standard library,
+    #: rlm's own and their package (capability ``lazy_import``).
+    plugin_imports_allowed: ClassVar[tuple[str, ...]] = ()
+    #: The model name the provider must see in every request (``None``: ``backend.model_name``;
+    #: a router sends ``openai/gpt-4o`` as ``gpt-4o``).
+    provider_model_name: ClassVar[str | None] = None
+    #: Seconds ``close()`` gets to have every connection to the provider closed.
+    close_grace: ClassVar[float] = 3.0
 
     # -- what a subclass may override ----------------------------------------------------
     @pytest.fixture
@@ -155,6 +174,23 @@ class BackendTests(StandardTests, kit=True):
         assert proc.returncode != 3, (f"importing {plugin_module} also imports {module}: the plugin "
                                       "module must stay cheap (import the backend module lazily)")
         assert proc.returncode == 0, proc.stderr
+        modules = entry_point_modules(self.plugin)
+        old = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = env["PYTHONPATH"]
+        try:
+            heavy = {m: pkgs for m, pkgs in third_party_imports(
+                modules, allowed=self.plugin_imports_allowed).items() if pkgs}
+        finally:
+            if old is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = old
+        assert not heavy, (
+            "every `import rlm` that loads plugins imports these modules, and they load packages "
+            "beyond the standard library, rlm and their own: "
+            + "; ".join(f"{m} imports {', '.join(p)}" for m, p in heavy.items())
+            + ". Import them inside the backend (or environment) module, which is loaded on use "
+              "only (or list a light one in plugin_imports_allowed).")
 
     @requires("strict_kwargs")
     def test_rejects_unknown_arguments(self, backend_pm: Any, provider: ScriptedProvider) -> None:
@@ -230,6 +266,91 @@ class BackendTests(StandardTests, kit=True):
         assert [(m.get("role"), m.get("content")) for m in sent] == [
             (m["role"], m["content"]) for m in messages]
 
+    # -- what the provider saw, and what it said -------------------------------------------
+    @staticmethod
+    def _observed(provider: ScriptedProvider, what: str, how: str) -> None:
+        if what not in provider.observes:
+            pytest.skip(f"the provider {type(provider).__name__} does not record {how} (its "
+                        f"`observes` lacks {what!r})")
+
+    @staticmethod
+    def _supports(method: Any, *names: str) -> None:
+        params = inspect.signature(method).parameters
+        missing = [n for n in names if n not in params and not any(
+            p.kind is p.VAR_KEYWORD for p in params.values())]
+        if missing:
+            pytest.skip(f"{type(method.__self__).__name__}.{method.__name__}() takes no "
+                        f"{', '.join(missing)}= (rlm_testkit.ScriptedProvider documents it)")
+
+    def test_the_configured_model_is_sent(self, backend: Any, provider: ScriptedProvider) -> None:
+        """Every request names the configured model (``backend.model_name``, or the class
+        setting ``provider_model_name``), synchronous and asynchronous calls alike."""
+        self._observed(provider, "model", "the model each request names")
+        provider.reply("one")
+        backend.completion(MESSAGES)
+        if self.has("async_calls"):
+            provider.reply("two")
+            self._run(backend.acompletion(MESSAGES))
+        sent = [provider.model_of(r) for r in provider.requests]
+        expected = self.provider_model_name or backend.model_name
+        assert sent and all(m == expected for m in sent), (
+            f"the backend is configured for model {expected!r} but its requests named "
+            f"{sent!r}: put the model in every request")
+
+    def test_the_reply_keeps_the_finish_reason_and_names_the_model(
+            self, backend: Any, provider: ScriptedProvider) -> None:
+        """``ModelResponse.finish_reason`` is the reason the provider gave (a reply cut at
+        ``max_tokens``: ``"length"`` or the provider's own word), and ``ModelResponse.model``
+        names the model: the one requested (the kernel keys a run's usage by it) or the one the
+        provider says answered, never empty or another."""
+        self._supports(provider.reply, "model", "finish_reason")
+        calls = [backend.completion]
+        if self.has("async_calls"):
+            calls.append(lambda m: self._run(backend.acompletion(m)))
+        for call in calls:
+            provider.reply("cut off", model="kit-served-model-7", finish_reason="length")
+            response = call(MESSAGES)
+            assert str(response.finish_reason).lower() in ("length", "max_tokens"), (
+                f"the provider stopped at max_tokens; ModelResponse.finish_reason is "
+                f"{response.finish_reason!r}: pass the provider's finish reason through")
+            assert response.model in (backend.model_name, "kit-served-model-7"), (
+                f"ModelResponse.model is {response.model!r}; it must name the model requested "
+                f"({backend.model_name!r}) or the one the provider says answered")
+
+    @requires("api_key")
+    def test_the_api_key_is_sent(self, make_backend: Any, provider: ScriptedProvider) -> None:
+        """The API key given to the backend reaches the provider with every request (a bearer
+        token, or the provider's own header or query parameter)."""
+        self._observed(provider, "headers", "request headers")
+        key = self.backend_kwargs.get(self.api_key_argument) or f"rlm-kit-{secrets.token_hex(8)}"
+        backend = make_backend(**{self.api_key_argument: key})
+        provider.reply("keyed")
+        backend.completion(MESSAGES)
+        if self.has("async_calls"):
+            provider.reply("keyed")
+            self._run(backend.acompletion(MESSAGES))
+        for request in provider.requests:
+            assert key in provider.credentials_of(request), (
+                f"the backend was given {self.api_key_argument}={key!r} but a request carried "
+                f"{sorted(provider.credentials_of(request)) or 'no credentials'}: send the key "
+                "(for OpenAI-compatible servers: Authorization: Bearer <key>)")
+
+    @requires("errors")
+    @pytest.mark.parametrize("kind", ["auth", "rate_limit", "server"])
+    def test_the_providers_error_message_is_kept(self, backend: Any, provider: ScriptedProvider,
+                                                 kind: str) -> None:
+        """The kernel exception of a failed call contains the provider's own error message (the
+        user's only clue to a wrong key, an exhausted quota, an outage)."""
+        self._supports(provider.fail, "message")
+        message = f"kit {kind} fault: project kit-{secrets.token_hex(4)} says no (from the provider)"
+        self._expect_fault(provider, kind)
+        provider.fail(kind, message=message)
+        with pytest.raises(BackendError) as info:
+            backend.completion(MESSAGES)
+        assert message in str(info.value), (
+            f"the provider answered {message!r}; the {type(info.value).__name__} says "
+            f"{str(info.value)!r}: keep the provider's message in the exception")
+
     # -- usage -----------------------------------------------------------------------------
     @requires("usage")
     def test_usage_is_reported(self, backend: Any, provider: ScriptedProvider) -> None:
@@ -289,7 +410,6 @@ class BackendTests(StandardTests, kit=True):
     def _expect_fault(self, provider: ScriptedProvider, kind: str) -> type[BackendError]:
         if kind not in provider.fault_kinds:
             pytest.skip(f"the provider {type(provider).__name__} cannot produce a {kind!r} fault")
-        provider.fail(kind)
         return FAULTS[kind]
 
     @requires("errors")
@@ -297,6 +417,7 @@ class BackendTests(StandardTests, kit=True):
     def test_errors_map_to_kernel_exceptions(self, backend: Any, provider: ScriptedProvider,
                                              kind: str) -> None:
         expected = self._expect_fault(provider, kind)
+        provider.fail(kind)
         with pytest.raises(BackendError) as info:
             backend.completion(MESSAGES)
         assert isinstance(info.value, expected), (
@@ -309,6 +430,7 @@ class BackendTests(StandardTests, kit=True):
     def test_async_errors_map_to_kernel_exceptions(self, backend: Any,
                                                    provider: ScriptedProvider, kind: str) -> None:
         expected = self._expect_fault(provider, kind)
+        provider.fail(kind)
         with pytest.raises(BackendError) as info:
             self._run(backend.acompletion(MESSAGES))
         assert isinstance(info.value, expected), (
@@ -394,6 +516,24 @@ class BackendTests(StandardTests, kit=True):
         backend.completion(MESSAGES)
         backend.close()
         backend.close()
+
+    def test_close_releases_connections(self, make_backend: Any,
+                                        provider: ScriptedProvider) -> None:
+        """After ``close()`` (following synchronous and asynchronous calls) no connection of the
+        backend to the provider stays open."""
+        self._observed(provider, "connections", "open connections")
+        backend = make_backend()
+        provider.reply("sync")
+        backend.completion(MESSAGES)
+        if self.has("async_calls"):
+            provider.reply("async")
+            self._run(backend.acompletion(MESSAGES))
+        backend.close()
+        deadline = time.monotonic() + self.close_grace
+        while (left := provider.open_connections()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert left == 0, (f"{left} connection(s) to the provider still open {self.close_grace} s "
+                           "after close(): close() must close the backend's HTTP clients")
 
     def test_runs_an_rlm_completion(self, backend_pm: Any, provider: ScriptedProvider) -> None:
         from rlm import RLM

@@ -37,6 +37,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -52,8 +53,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rlm.contract import (CANCELLED, CODE_TOOL_FIX, INPUT_REFUSED, TIME_LIMIT, TRACEBACK, TRUNCATED,
-                          variable_not_found)
+from rlm.contract import (CANCELLED, CODE_TOOL_FIX, INPUT_REFUSED, RESERVED_NAMES, TIME_LIMIT,
+                          TRACEBACK, TRUNCATED, variable_not_found)
 from rlm.exceptions import ConfigurationError, RLMEnvironmentError
 from rlm.protocols import Environment
 from rlm.types import CellResult, Tool
@@ -138,6 +139,10 @@ class _EnvironmentKit(StandardTests):
         return env
 
 
+def _plugin_name(plugin: Any) -> str | None:
+    return plugin if isinstance(plugin, str) or plugin is None else getattr(plugin, "__name__", None)
+
+
 def run(env: Any, code: str, timeout: float | None = None) -> CellResult:
     result = env.execute(code, timeout=timeout)
     assert isinstance(result, CellResult), f"execute() returned {type(result).__name__}"
@@ -153,6 +158,24 @@ def ok(env: Any, code: str, timeout: float | None = None) -> CellResult:
 
 class EnvironmentTests(_EnvironmentKit, kit=True):
     """The REPL contract every environment honours (see the module docstring)."""
+
+    @classmethod
+    def _kit_session_problems(cls, session: pytest.Session) -> list[str]:
+        """``capabilities = {"isolated": True}`` is a claim the escape suite proves: an
+        :class:`EscapeTests` class for the same plugin and environment must run in this session."""
+        if not cls.has("isolated"):
+            return []
+        mine = (_plugin_name(cls.plugin), cls.environment_name)
+        for item in session.items:
+            other = getattr(item, "cls", None)
+            if isinstance(other, type) and issubclass(other, EscapeTests) and \
+                    (_plugin_name(other.plugin), other.environment_name) == mine:
+                return []
+        return [f"{cls.__qualname__} declares capabilities['isolated'] = True, but no EscapeTests "
+                f"class for environment {cls.environment_name!r} runs in this session: add "
+                f"`class {cls.__name__}Escapes(EscapeTests)` with the same plugin and "
+                f"environment_name next to it (attempts it does not block go in not_blocked with "
+                f"the reason), or declare isolated=False."]
 
     @pytest.fixture
     def host(self) -> RecordingHost:
@@ -193,6 +216,14 @@ class EnvironmentTests(_EnvironmentKit, kit=True):
         assert r.stdout == "to out\nraw\n"
         assert "to err" in r.stderr
         assert r.execution_time >= 0
+
+    def test_execution_time_is_measured(self, env: Any) -> None:
+        """``CellResult.execution_time`` is the cell's wall time in seconds: a cell that sleeps
+        0.2 s reports at least 0.15 s."""
+        r = ok(env, "import time\ntime.sleep(0.2)")
+        assert r.execution_time >= 0.15, (
+            f"a cell that slept 0.2 s reports execution_time={r.execution_time!r}: measure the "
+            "cell's wall time (time.perf_counter() around the run)")
 
     def test_state_persists_across_cells(self, env: Any) -> None:
         ok(env, "import math\nx = 41\ndef inc(v):\n    return v + 1\nclass K:\n    n = 2")
@@ -278,6 +309,16 @@ class EnvironmentTests(_EnvironmentKit, kit=True):
         ok(env, "alpha = 1\nbeta = 'b'")
         r = ok(env, "SHOW_VARS()")
         assert "alpha" in r.stdout and "beta" in r.stdout and "str" in r.stdout
+
+    def test_show_vars_lists_only_user_variables(self, env: Any) -> None:
+        """``SHOW_VARS()`` lists what the cells created, never the helpers or the other reserved
+        names (``rlm.contract.RESERVED_NAMES``: ``llm_query``, ``answer``, ``context``, ...)."""
+        ok(env, "gamma = 3\ndef delta():\n    return 4")
+        out = ok(env, "SHOW_VARS()").stdout
+        assert "gamma" in out and "delta" in out, f"SHOW_VARS() left out the user's names: {out!r}"
+        shown = sorted(n for n in RESERVED_NAMES if re.search(rf"(?<!\w){n}(?!\w)", out))
+        assert not shown, (f"SHOW_VARS() lists reserved names {shown} (it printed {out!r}): list "
+                           "only the variables the cells created")
 
     def test_reserved_names_are_restored(self, env: Any) -> None:
         env.add_context("the context", 0)
@@ -480,6 +521,40 @@ class EnvironmentTests(_EnvironmentKit, kit=True):
         env.shutdown()
         with pytest.raises(RLMEnvironmentError):
             env.execute("print(1)")
+
+    def test_shutdown_leaves_no_process_or_file(self, host: RecordingHost) -> None:
+        """Within 5 s of ``shutdown()``, every process the environment started (a worker, a
+        runtime, a kernel) is gone and every file or directory it made in the temporary
+        directory (``TMPDIR``, ``tempfile.gettempdir()``) is removed."""
+        from .hostdeath import alive, descendants, private_tmpdir
+
+        tmp = private_tmpdir()
+        before = descendants(os.getpid())
+        saved = tempfile.tempdir, os.environ.get("TMPDIR")
+        tempfile.tempdir = os.environ["TMPDIR"] = tmp
+        try:
+            env = self.started(host)
+            try:
+                env.add_context("a context", 0)
+                ok(env, "print(len(context))")
+                started = descendants(os.getpid()) - before
+            finally:
+                env.shutdown()
+            deadline = time.monotonic() + 5.0
+            while (alive(started) or os.listdir(tmp)) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            running, files = alive(started), sorted(os.listdir(tmp))
+            assert not running, (f"still running after shutdown(): {running}; shutdown() must "
+                                 "stop every process the environment started")
+            assert not files, (f"left in the temporary directory after shutdown(): {files}; "
+                               "shutdown() must remove what the environment made there")
+        finally:
+            tempfile.tempdir = saved[0]
+            if saved[1] is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = saved[1]
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def test_usage_instructions(self, env: Any) -> None:
         text = env.usage_instructions()

@@ -37,6 +37,28 @@ def load_plugin_object(plugin: object) -> object:
     return plugin
 
 
+def entry_point_modules(plugin: object) -> list[str]:
+    """The module of ``plugin`` and every module named by an ``rlm`` entry point of the
+    distribution that ships it (all are imported whenever ``rlm`` loads plugins), in order,
+    without repeats. A plugin that is not installed (no entry point names its package) gives its
+    own module only."""
+    from rlm._loader import iter_entry_points
+
+    obj = load_plugin_object(plugin)
+    own = obj.__name__ if isinstance(obj, ModuleType) else type(obj).__module__
+    modules = [own]
+    top = own.split(".")[0]
+    dists: set[str] = set()
+    eps = iter_entry_points()
+    for ep in eps:
+        if ep.value.split(":")[0].split(".")[0] == top and ep.dist is not None:
+            dists.add(ep.dist.name)
+    for ep in eps:
+        if ep.dist is not None and ep.dist.name in dists:
+            modules.append(ep.value.split(":")[0])
+    return list(dict.fromkeys(modules))
+
+
 def isolated_plugin_manager(*plugins: object, first_party: Iterable[str] = (),
                             strict: bool = True) -> Any:
     """A :class:`rlm.PluginManager` that sees only ``plugins`` (modules, module names or

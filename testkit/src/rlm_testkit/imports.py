@@ -6,6 +6,10 @@ used). The check runs in a fresh interpreter, so what this test process imported
 
     def test_the_plugin_does_not_import_the_sdk():
         assert packages_imported_by("import rlm, rlm_env_acme.plugin", ["acme_sdk"]) == []
+
+:func:`third_party_imports` asks the wider question ``BackendTests.test_plugin_module_is_cheap``
+asks of every module a distribution's ``rlm`` entry points name: which packages outside the
+standard library, ``rlm`` and the plugin's own package does importing it load?
 """
 
 from __future__ import annotations
@@ -36,4 +40,41 @@ def packages_imported_by(code: str, packages: Iterable[str], *, timeout: float =
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-__all__ = ["packages_imported_by"]
+_THIRD_PARTY = r"""
+import importlib, json, sys
+import rlm, rlm.plugin
+free = set(sys.stdlib_module_names) | {m.split(".")[0] for m in sys.modules} | set(%(allowed)r)
+found = {}
+for name in %(modules)r:
+    before = set(sys.modules)
+    importlib.import_module(name)
+    own = name.split(".")[0]
+    tops = {m.split(".")[0] for m in set(sys.modules) - before}
+    found[name] = sorted(t for t in tops - free
+                         if t != own and not t.startswith(("rlm", "_")))
+print(json.dumps(found))
+"""
+
+
+def third_party_imports(modules: Iterable[str], *, allowed: Iterable[str] = (),
+                        timeout: float = 60.0) -> dict[str, list[str]]:
+    """``{module: [top-level packages]}``: what importing each of ``modules`` (in order, in one
+    fresh interpreter, after ``import rlm, rlm.plugin``) loads beyond the standard library, what
+    ``rlm`` already loaded, the module's own top-level package, the project's ``rlm*`` packages
+    and ``allowed``. A plugin module that loads an SDK, ``numpy`` or ``httpx`` at import makes
+    every ``import rlm`` pay for it; each list should be empty.
+
+    Raises:
+        AssertionError: a module failed to import (its stderr is quoted).
+    """
+    script = _THIRD_PARTY % {"modules": list(dict.fromkeys(modules)),
+                             "allowed": sorted(set(allowed))}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=timeout, check=False)
+    if out.returncode != 0:
+        raise AssertionError(f"importing the plugin modules failed (exit {out.returncode}):\n"
+                             f"{out.stderr.strip()}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+__all__ = ["packages_imported_by", "third_party_imports"]

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from rlm.exceptions import BackendError, BackendTimeoutError
-from rlm.plugin import BaseBackend, ModelResponse, Tool, Usage
+from rlm.plugin import ModelResponse, Tool, Usage
+from rlm.plugin import BaseBackend
 from rlm_plugins.compaction.summarize import SummarizeCompaction
 
 
@@ -63,7 +64,8 @@ class SwappedUsageBackend(GoodBackend):
     def _call(self, messages: Sequence[Any], sampling: dict[str, Any]) -> ModelResponse:
         r = super()._call(messages, sampling)
         return ModelResponse(r.text, Usage(r.usage.output_tokens, r.usage.input_tokens,
-                                           r.usage.cost, r.usage.estimated), r.model)
+                                           r.usage.cost, r.usage.estimated), r.model,
+                             r.finish_reason)
 
 
 class DropsSamplingBackend(GoodBackend):

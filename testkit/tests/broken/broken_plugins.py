@@ -4,12 +4,23 @@ from rlm.plugin import hookimpl
 
 BACKENDS = ("Good", "SwappedUsage", "DropsSampling", "WrapsErrors", "IgnoresTimeout", "SharedState",
             "BlocksLoop")
+HTTP_BACKENDS = ("GoodHttp", "NoModel", "NoKey", "LeaksConnections", "DropsFinishReason",
+                 "HidesErrorMessage")
+ENVIRONMENTS = ("ZeroTime", "ShowsEverything", "ClaimsIsolation", "LeavesSidecar")
 
 
 @hookimpl
 def rlm_register_backends(registrar):
     for name in BACKENDS:
         registrar.add(name.lower(), f"broken_impl:{name}Backend", description=f"{name} backend")
+    for name in HTTP_BACKENDS:
+        registrar.add(name.lower(), f"broken_http:{name}Backend", description=f"{name} backend")
+
+
+@hookimpl
+def rlm_register_environments(registrar):
+    for name in ENVIRONMENTS:
+        registrar.add(name.lower(), f"broken_envs:{name}REPL", description=f"{name} REPL")
 
 
 @hookimpl

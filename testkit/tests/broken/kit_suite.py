@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from rlm_testkit import (BackendTests, CompactionStrategyTests, InProcessProvider,
-                         LoggerSinkTests, ToolProviderTests)
+from rlm_testkit import (BackendTests, CompactionStrategyTests, EnvironmentTests,
+                         InProcessProvider, LoggerSinkTests, OpenAICompatibleBackendTests,
+                         ToolProviderTests)
 
 
 class _InProcess(BackendTests):
@@ -49,6 +50,70 @@ class TestSharedState(_InProcess):
 
 class TestBlocksLoop(_InProcess):
     backend_name = "blocksloop"
+
+
+class TestDropsFinishReason(_InProcess):
+    backend_name = "dropsfinishreason"
+
+
+class TestHidesErrorMessage(_InProcess):
+    backend_name = "hideserrormessage"
+
+
+class TestHeavyPluginModule(_InProcess):
+    plugin = "heavy_plugins"
+    backend_name = "good"
+
+
+class _Http(OpenAICompatibleBackendTests):
+    """broken_http's backends against the kit's OpenAI-compatible server on 127.0.0.1."""
+
+    plugin = "broken_plugins"
+    backend_kwargs = {"model_name": "kit-http", "api_key": "sk-kit-http"}
+    capabilities = {"cost": True}
+
+
+class TestGoodHttp(_Http):
+    backend_name = "goodhttp"
+
+
+class TestNoModel(_Http):
+    backend_name = "nomodel"
+
+
+class TestNoKey(_Http):
+    backend_name = "nokey"
+
+
+class TestLeaksConnections(_Http):
+    backend_name = "leaksconnections"
+
+
+class _Local(EnvironmentTests):
+    """Copies of the first-party local REPL (broken_envs)."""
+
+    plugin = "broken_plugins"
+    capabilities = {"isolated": False, "callables_as_tools": True, "memory_limit": False}
+
+
+class TestZeroTime(_Local):
+    environment_name = "zerotime"
+
+
+class TestShowsEverything(_Local):
+    environment_name = "showseverything"
+
+
+class TestClaimsIsolation(_Local):
+    environment_name = "claimsisolation"
+    capabilities = {"isolated": True}  # and no EscapeTests class runs for it
+
+
+class TestLeavesSidecar(EnvironmentTests):
+    plugin = "broken_plugins"
+    environment_name = "leavessidecar"
+    environment_kwargs = {"memory_limit": None}
+    capabilities = {"memory_limit": False, "callables_as_tools": False}
 
 
 class TestOverridesWithoutXfail(_InProcess):
