@@ -42,7 +42,8 @@ from rlm.types import Usage
 
 __all__ = [
     "check_sdk_kwargs",
-    "ANTHROPIC_PRICES", "ClientPool", "DEFAULT_PRICES", "OPENAI_PRICES", "PriceTable", "RetryPolicy",
+    "ANTHROPIC_PRICES", "ClientPool", "DEFAULT_PRICES", "OPENAI_PRICES", "PooledBackend", "PriceTable",
+    "RetryPolicy",
     "Secret", "as_int", "content_chars", "error_for_status", "error_message_of", "estimate_token_count",
     "estimated_usage", "lookup_model", "missing_key_error", "parse_retry_after", "redact",
     "register_prices", "reported_cost",
@@ -606,4 +607,26 @@ class ClientPool:
                 await mine.close()
             except Exception:  # noqa: BLE001
                 pass
+        self.close()
+
+
+class PooledBackend:
+    """The lifecycle of a backend whose SDK clients live in a :class:`ClientPool` (``self._pool``):
+    ``close()`` (safe twice, inside or outside an event loop), ``await aclose()`` and
+    ``with backend:``. Subclasses set ``self._pool`` in ``__init__``."""
+
+    _pool: ClientPool
+
+    def close(self) -> None:
+        """Close the SDK clients and their connection pools."""
+        self._pool.close()
+
+    async def aclose(self) -> None:
+        """Close the current event loop's async client (awaited), then the others."""
+        await self._pool.aclose()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -26,7 +26,7 @@ import anthropic
 
 from rlm.exceptions import (BackendConnectionError, BackendError, BackendTimeoutError,
                             BadResponseError, ConfigurationError)
-from rlm_backend_support import (ANTHROPIC_PRICES, ClientPool, PriceTable, RetryPolicy, Secret,
+from rlm_backend_support import (ANTHROPIC_PRICES, ClientPool, PooledBackend, PriceTable, RetryPolicy, Secret,
     as_int, check_sdk_kwargs, content_chars, error_for_status, error_message_of,
     estimate_token_count, estimated_usage, lookup_model, missing_key_error, parse_retry_after,
     redact)
@@ -111,7 +111,7 @@ def to_messages_api(messages: Sequence[Mapping[str, Any]]) -> tuple[str | list[A
     return system, out
 
 
-class AnthropicBackend:
+class AnthropicBackend(PooledBackend):
     """Claude models through the Messages API.
 
     ``model_name`` (alias ``model``) is the default model; a ``model=`` sampling argument overrides
@@ -215,19 +215,6 @@ class AnthropicBackend:
 
     def _make_async_client(self) -> Any:
         return self._construct(anthropic.AsyncAnthropic, self._async_http_client)
-
-    def close(self) -> None:
-        """Close the connection pools. Safe twice, inside or outside an event loop."""
-        self._pool.close()
-
-    async def aclose(self) -> None:
-        await self._pool.aclose()
-
-    def __enter__(self) -> AnthropicBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- the Backend protocol ---------------------------------------------------------------
     def completion(self, messages: Sequence[Mapping[str, Any]] | str, **sampling: Any) -> ModelResponse:

@@ -39,7 +39,7 @@ from google.genai import types
 from rlm.exceptions import (AuthenticationError, BackendConnectionError, BackendError,
                             BackendTimeoutError, BadResponseError, ConfigurationError,
                             ContextWindowExceededError)
-from rlm_backend_support import (ClientPool, PriceTable, RetryPolicy, Secret, as_int,
+from rlm_backend_support import (ClientPool, PooledBackend, PriceTable, RetryPolicy, Secret, as_int,
     check_sdk_kwargs, content_chars, error_for_status, estimate_token_count, estimated_usage,
     lookup_model, missing_key_error, parse_retry_after, redact)
 from rlm.types import ModelResponse, Usage
@@ -209,7 +209,7 @@ def _error_reasons(details: Any) -> set[str]:
             if isinstance(d, dict) and d.get("reason")}
 
 
-class GeminiBackend:
+class GeminiBackend(PooledBackend):
     """Gemini models through the Gemini API (Google AI Studio keys).
 
     ``model_name`` (alias ``model``) is the default model; a ``model=`` sampling argument overrides
@@ -320,19 +320,6 @@ class GeminiBackend:
             if own is not None:
                 _close_quietly(own)
             raise
-
-    def close(self) -> None:
-        """Close the HTTP clients. Safe twice, inside or outside an event loop."""
-        self._pool.close()
-
-    async def aclose(self) -> None:
-        await self._pool.aclose()
-
-    def __enter__(self) -> GeminiBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- the Backend protocol ---------------------------------------------------------------
     def completion(self, messages: Sequence[Mapping[str, Any]] | str, **sampling: Any) -> ModelResponse:
