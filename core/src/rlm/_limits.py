@@ -12,15 +12,15 @@ import time
 from typing import TYPE_CHECKING
 
 from ._usage import UsageTracker
-from .exceptions import (BudgetExceededError, CancellationError, RLMError, TimeoutExceededError,
-                         TokenLimitExceededError)
+from .exceptions import (BudgetExceededError, CancellationError, TimeoutExceededError,
+                         TokenLimitExceededError, _LimitError)
 from .status import RunStatus
 
 if TYPE_CHECKING:
     from .settings import Settings
 
 
-class StopReason(str, enum.Enum):
+class StopReason(enum.StrEnum):
     """Why a run (or a call in flight) was stopped before it returned."""
 
     CANCELLED = "cancelled"  # Ctrl+C, RLM.cancel(), a cancelled acompletion, a stopped parent
@@ -96,7 +96,7 @@ class RunLimits:
         }[reason]
 
     def error(self, reason: StopReason, partial: str | None, *, elapsed: float,
-              own_timeout: float | None) -> RLMError:
+              own_timeout: float | None) -> _LimitError:
         """The exception a run raises when ``reason`` (hit by the run these limits belong to)
         stops it; ``elapsed`` and ``own_timeout`` are the stopped run's own."""
         s = self.settings

@@ -73,8 +73,9 @@ def remote_children(host: RunHost, prompts: list[Any], model: str | None) -> lis
     n = len(prompts)
     texts: list[str | None] = [None] * n
     records: list[RLMChatCompletion | None] = [None] * n
-    engine = rlm._resources.executor(rlm.settings.subcall_executor,
-                                     rlm.settings.subcall_executor_kwargs)
+    executor = rlm.settings.subcall_executor
+    assert executor is not None  # RunHost sends children here only when one is set
+    engine = rlm._resources.executor(executor, rlm.settings.subcall_executor_kwargs)
     child_settings, backend, label = rlm._child_settings(run, model)
     base = child_settings.to_kwargs()
     model_name = base["sampling_args"].get("model") or backend.model_name
@@ -105,6 +106,7 @@ def remote_children(host: RunHost, prompts: list[Any], model: str | None) -> lis
         for pos, result, error in handle:
             i = sent[pos]
             dt = time.perf_counter() - started.get(i, time.perf_counter())
+            err: str | None
             if error is not None:
                 err = _error_text(error)
                 out: dict[str, Any] = {"error": err, "error_type": type(error).__name__}

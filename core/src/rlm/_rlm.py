@@ -155,6 +155,8 @@ class RLM:
     (``rlm.max_iterations``), and none can be changed afterwards.
     """
 
+    settings: Settings  # set once by _init (object.__setattr__: the instance is read-only)
+
     def __init__(
         self,
         backend: str | None = None,
@@ -250,6 +252,7 @@ class RLM:
         self._extra_sinks = self._build_sinks(sinks, s.verbose)
         self._env: Environment | None = None
         self._env_host: RunHost | None = None
+        self._env_tools: dict[str, Tool] = {}
         self._context_count = 0
         self._history_count = 0
         self._warned: set[str] = set()

@@ -32,7 +32,7 @@ from ._tree import TreeSlots
 from ._usage import UsageKey, UsageTracker
 from .events import Event, LimitExceeded, RunFinished, RunStarted
 from .exceptions import (BudgetExceededError, CancellationError, ErrorThresholdExceededError,
-                         RLMError, TimeoutExceededError, TokenLimitExceededError)
+                         RLMError, TimeoutExceededError, TokenLimitExceededError, _LimitError)
 from .logger import RLMLogger
 from .protocols import Backend, Environment
 from .types import (AnswerSource, Message, ModelResponse, RLMChatCompletion, RunStatus,
@@ -77,7 +77,7 @@ class _Run:
         self.parent_run_id = parent.run_id if parent else None
         self.parent_call_id = parent_call_id
         self._call_ids = itertools.count(1)
-        self.tracker = UsageTracker(parent.tracker if parent else None)
+        self.tracker: UsageTracker = UsageTracker(parent.tracker if parent else None)
         self.limits = RunLimits(rlm.settings, self.tracker)
         self.sinks: list[Any] = ([rlm.logger] if rlm.logger is not None else []) + rlm._extra_sinks
         self.best_partial: str | None = None
@@ -242,7 +242,7 @@ class _Run:
     def partial(self) -> str | None:
         return self.best_partial if self.best_partial else self.last_response
 
-    def _limit_error(self, run: _Run, reason: StopReason) -> RLMError:
+    def _limit_error(self, run: _Run, reason: StopReason) -> _LimitError:
         return run.limits.error(reason, self.partial(), elapsed=self.limits.elapsed(),
                                 own_timeout=self.rlm.settings.max_timeout)
 
@@ -296,7 +296,7 @@ class _Run:
         fut = self.submit(backend.acompletion(messages, **args))
         try:
             left = self.limits.remaining_time()
-            response = wait(fut, None if left is None else left + 1.0)
+            response: ModelResponse = wait(fut, None if left is None else left + 1.0)
         except concurrent.futures.CancelledError:
             self.check_limits()
             raise CancellationError(self.partial()) from None
@@ -393,10 +393,10 @@ class _Run:
             if self.cancel_reason not in (None, StopReason.FINISHED):
                 # The environment was stopped under a cancelled run: report the cancellation.
                 state = self.limit_state()
-                limit = self._limit_error(*state) if state else CancellationError(self.partial())
-                self._unwind(limit)
-                self._finish_error(limit, limit.status)
-                raise limit from other
+                stop = self._limit_error(*state) if state else CancellationError(self.partial())
+                self._unwind(stop)
+                self._finish_error(stop, stop.status)
+                raise stop from other
             self._unwind(other)
             if hasattr(other, "__dict__") and getattr(other, "partial_answer", None) is None:
                 try:

@@ -13,7 +13,7 @@ def as_messages(prompt: str | Sequence[Message] | Any) -> list[Message]:
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]
     if isinstance(prompt, Sequence) and all(isinstance(m, dict) and "role" in m for m in prompt):
-        return list(prompt)  # type: ignore[arg-type]
+        return list(prompt)
     return [{"role": "user", "content": str(prompt)}]
 
 

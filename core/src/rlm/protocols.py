@@ -49,7 +49,10 @@ class Host(Protocol):
     Depth, budget and time are enforced here, on the host, whatever the cell does.
     """
 
-    depth: int
+    @property
+    def depth(self) -> int:
+        """The depth of the run this host serves (0 for the root); a cell cannot change it."""
+        ...
 
     def llm_query(self, prompt: str | list[Message], model: str | None = None) -> str: ...
 
