@@ -174,6 +174,28 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cell-timeout", type=float, help="seconds per REPL cell")
 
 
+def add_server_arguments(parser: argparse.ArgumentParser, *, port: int, api_key_env: str,
+                         max_concurrent: int, files_root: str | None, files_help: str,
+                         http_only: bool = False) -> None:
+    """The flags of a surface that listens (address, token, files, limits, logging), the same
+    in ``rlm serve`` and ``rlm mcp``; ``http_only`` marks the ones that matter only over HTTP."""
+    http = "http: " if http_only else ""
+    parser.add_argument("--host", default="127.0.0.1",
+                        help=f"{http}address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=port,
+                        help=f"{http}port (default {port}; 0 picks one)")
+    parser.add_argument("--api-key", default=None,
+                        help=f"{http}require 'Authorization: Bearer KEY' (default ${api_key_env}); "
+                             "mandatory unless --host is a loopback address")
+    parser.add_argument("--files-root", metavar="DIR", default=files_root, help=files_help)
+    parser.add_argument("--max-concurrent", type=int, default=max_concurrent,
+                        help=f"runs at once (default {max_concurrent})")
+    parser.add_argument("--max-files-mb", type=float, default=256.0,
+                        help="most MiB of files one request may read (default 256)")
+    parser.add_argument("--no-log", action="store_true",
+                        help="do not record runs in the trajectory store (rlm logs / rlm view)")
+
+
 def profiles_from_args(args: argparse.Namespace,
                        config: Mapping[str, Any] | None = None) -> dict[str, Profile]:
     """The profiles a surface command offers: the config file's (or those named by

@@ -15,7 +15,8 @@ import sys
 from typing import Any
 
 from rlm.exceptions import ConfigurationError
-from rlm_cli.surface import add_profile_arguments, bearer_matches, check_bind, profiles_from_args
+from rlm_cli.surface import (add_profile_arguments, add_server_arguments, bearer_matches,
+                             check_bind, profiles_from_args)
 
 API_KEY_ENV = "RLM_MCP_API_KEY"
 
@@ -29,19 +30,10 @@ def add_mcp_parser(subparsers: Any) -> None:
     p.add_argument("--transport", choices=("stdio", "http"), default="stdio",
                    help="stdio (default; for an MCP client that starts this command) or http "
                         "(streamable HTTP at /mcp)")
-    p.add_argument("--host", default="127.0.0.1", help="http: address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8765, help="http: port (default 8765; 0 picks one)")
-    p.add_argument("--api-key", default=None,
-                   help=f"http: require 'Authorization: Bearer KEY' (default ${API_KEY_ENV}); "
-                        "mandatory unless --host is a loopback address")
-    p.add_argument("--files-root", metavar="DIR", default=".",
-                   help="paths and globs are read under DIR (default: the current directory)")
+    add_server_arguments(p, port=8765, api_key_env=API_KEY_ENV, max_concurrent=2, files_root=".",
+                         files_help="paths and globs are read under DIR (default: the current "
+                                    "directory)", http_only=True)
     p.add_argument("--no-files", action="store_true", help="refuse paths and globs")
-    p.add_argument("--max-concurrent", type=int, default=2, help="runs at once (default 2)")
-    p.add_argument("--max-files-mb", type=float, default=256.0,
-                   help="most MiB of files one call may read (default 256)")
-    p.add_argument("--no-log", action="store_true",
-                   help="do not record runs in the trajectory store (rlm logs / rlm view)")
     add_profile_arguments(p)
     p.set_defaults(func=cmd_mcp)
 

@@ -9,7 +9,8 @@ import sys
 from typing import Any
 
 from rlm.exceptions import ConfigurationError
-from rlm_cli.surface import add_profile_arguments, check_bind, profiles_from_args
+from rlm_cli.surface import (add_profile_arguments, add_server_arguments, check_bind,
+                             profiles_from_args)
 
 API_KEY_ENV = "RLM_SERVE_API_KEY"
 
@@ -22,22 +23,13 @@ def add_serve_parser(subparsers: Any) -> None:
                     "message is the question; earlier messages, attachments and files passed "
                     "by reference (\"rlm\": {\"files\": [...]}, under --files-root) are the "
                     "context.")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks one)")
-    p.add_argument("--api-key", default=None,
-                   help=f"require 'Authorization: Bearer KEY' (default ${API_KEY_ENV}); "
-                        "mandatory unless --host is a loopback address")
-    p.add_argument("--files-root", metavar="DIR",
-                   help="allow requests to pass files under DIR by reference (default: none)")
-    p.add_argument("--max-concurrent", type=int, default=4, help="runs at once (default 4)")
+    add_server_arguments(p, port=8000, api_key_env=API_KEY_ENV, max_concurrent=4, files_root=None,
+                         files_help="allow requests to pass files under DIR by reference "
+                                    "(default: none)")
     p.add_argument("--max-queued", type=int, default=16,
                    help="requests waiting for a run slot before 429 (default 16)")
     p.add_argument("--max-request-mb", type=float, default=16.0,
                    help="largest request body in MiB (default 16)")
-    p.add_argument("--max-files-mb", type=float, default=256.0,
-                   help="most MiB of files one request may pass by reference (default 256)")
-    p.add_argument("--no-log", action="store_true",
-                   help="do not record runs in the trajectory store (rlm logs / rlm view)")
     add_profile_arguments(p)
     p.set_defaults(func=cmd_serve)
 
