@@ -73,7 +73,7 @@ def test_persistent_three_turn_conversation(server):
     assert count == "3"
     assert names == "['context_0', 'context_1', 'context_2', 'history_0', 'history_1']"
     assert (ctx0, ctx) == ("alpha", "alpha")  # `context` names context_0, as in the spec
-    assert prev.startswith("```repl") or prev.startswith("Next step")
+    assert prev.startswith(("```repl", "Next step"))
     # the third turn's prompt told the model what it has
     last_turn_prompt = calls[-1][1]
     assert "You have 3 contexts: context_0 to context_2" in last_turn_prompt

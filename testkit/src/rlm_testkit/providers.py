@@ -181,7 +181,8 @@ class OpenAIServerProvider(ScriptedProvider):
     def requests(self) -> list[ProviderRequest]:
         out = []
         with self.server._lock:
-            seen = list(zip(self.server.requests, self.server.headers, self.server.paths))
+            seen = list(zip(self.server.requests, self.server.headers, self.server.paths,
+                            strict=True))
         for body, headers, path in seen:
             params = {k: v for k, v in body.items() if k != "messages"}
             out.append(ProviderRequest(list(body.get("messages") or []), params, dict(headers),

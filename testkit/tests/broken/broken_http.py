@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -87,7 +86,7 @@ class GoodHttpBackend(BaseBackend):
             conn.request("POST", self._path, json.dumps(body).encode(), self._headers())
             reply = conn.getresponse()
             raw = reply.read()
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             self._give_back(conn, False)
             raise BackendTimeoutError(f"good-http: no reply within {self.timeout} s",
                                       **where) from None

@@ -54,7 +54,7 @@ class GoodBackend(BaseBackend):
         fut = _in_thread(self._call, messages, sampling)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BackendTimeoutError(f"no reply within {self.timeout} s", backend="good") from None
 
 
