@@ -133,6 +133,10 @@ class LoopRunner:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
         if not loop.is_running():
+            try:  # async generators get their finally blocks run, as asyncio.run does
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            except Exception:  # noqa: BLE001 - closing must not raise
+                pass
             loop.close()
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)

@@ -84,10 +84,3 @@ class TestAnthropicKit(BackendTests):
     def provider(self) -> Iterator[ScriptedProvider]:
         with AnthropicCompatibleServer(model="claude-kit") as server:
             yield AnthropicServerProvider(server)
-
-    @pytest.mark.xfail(strict=True, reason=(
-        "rlm_backend_support.ClientPool forgets the async client of an event loop that has closed "
-        "(each asyncio.run() call) instead of closing it, so its connection stays open until "
-        "garbage collection; the synchronous client's are closed"))
-    def test_close_releases_connections(self, make_backend: Any, provider: Any) -> None:
-        super().test_close_releases_connections(make_backend, provider)

@@ -90,10 +90,3 @@ class TestGeminiKit(BackendTests):
     def provider(self) -> Iterator[ScriptedProvider]:
         with GeminiEmulator(model="gemini-kit", api_key="AIza-kit-test-key") as emu:
             yield GeminiEmulatorProvider(emu)
-
-    @pytest.mark.xfail(strict=True, reason=(
-        "rlm_backend_support.ClientPool forgets the async client of an event loop that has closed "
-        "(each asyncio.run() call) instead of closing it, so its connection stays open until "
-        "garbage collection; the synchronous client's are closed"))
-    def test_close_releases_connections(self, make_backend: Any, provider: Any) -> None:
-        super().test_close_releases_connections(make_backend, provider)

@@ -542,6 +542,7 @@ class ClientPool:
         self._lock = threading.Lock()
         self.sync_client: Any = None
         self.async_clients: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._closers: dict[asyncio.AbstractEventLoop, Any] = {}
         self._closing: set[Any] = set()
 
     def sync(self) -> Any:
@@ -562,14 +563,26 @@ class ClientPool:
                 if client is None:
                     for old in [lp for lp in self.async_clients if lp.is_closed()]:
                         del self.async_clients[old]
+                        self._closers.pop(old, None)
                     client = self.async_clients[loop] = self._make_async()
+                    self._close_with_loop(loop, client)
         return client
+
+    def _close_with_loop(self, loop: asyncio.AbstractEventLoop, client: Any) -> None:
+        """Close ``client`` when its loop shuts down (``asyncio.run`` finalizes the loop's async
+        generators before closing it): a loop's connections must not outlive it open."""
+        closer = _close_at_loop_end(client)
+        self._closers[loop] = closer  # the loop keeps only a weak reference
+        task = loop.create_task(_start(closer))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def close(self) -> None:
         with self._lock:
             sync, self.sync_client = self.sync_client, None
             clients = list(self.async_clients.items())
             self.async_clients = {}
+            self._closers = {}  # closed below; a running loop finalizes its closer harmlessly
         if sync is not None:
             try:
                 sync.close()
@@ -581,7 +594,7 @@ class ClientPool:
     def _close_async(self, loop: asyncio.AbstractEventLoop, client: Any) -> None:
         try:
             if loop.is_closed():
-                return  # its sockets died with the loop
+                return  # closed when its loop shut down (_close_with_loop)
             try:
                 current = asyncio.get_running_loop()
             except RuntimeError:
@@ -608,6 +621,21 @@ class ClientPool:
             except Exception:  # noqa: BLE001
                 pass
         self.close()
+
+
+async def _close_at_loop_end(client: Any) -> Any:
+    """An async generator that closes ``client`` when the loop finalizes it at shutdown."""
+    try:
+        yield
+    finally:
+        try:
+            await client.close()
+        except Exception:  # noqa: BLE001 - closing at shutdown must not raise
+            pass
+
+
+async def _start(agen: Any) -> None:
+    await agen.__anext__()  # runs to the yield: from now on the loop finalizes it
 
 
 class PooledBackend:
