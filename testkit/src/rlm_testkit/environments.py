@@ -60,47 +60,7 @@ from rlm.protocols import Environment
 from rlm.types import CellResult, Tool
 
 from ._core import StandardTests, requires
-from .helpers import is_root_turn, isolated_plugin_manager
-
-
-class RecordingHost:
-    """A Host that answers deterministically and records every call (thread-safe).
-
-    ``api_key`` stands for what a real host holds in memory (the backends' keys): the escape
-    suite checks that no cell can read it.
-    """
-
-    depth = 0
-
-    def __init__(self, api_key: str = "") -> None:
-        self.api_key = api_key
-        self.calls: list[tuple[str, Any, Any]] = []
-        self._lock = threading.Lock()
-        self.delay = 0.0
-
-    def _record(self, method: str, arg: Any, model: Any) -> None:
-        with self._lock:
-            self.calls.append((method, arg, model))
-        if self.delay:
-            time.sleep(self.delay)
-
-    def llm_query(self, prompt: Any, model: str | None = None) -> str:
-        self._record("llm_query", prompt, model)
-        if prompt == "fail":
-            return "Error: BackendError: the provider said no"
-        return f"llm:{prompt}" + (f"@{model}" if model else "")
-
-    def llm_query_batched(self, prompts: Any, model: str | None = None) -> list[str]:
-        self._record("llm_query_batched", list(prompts), model)
-        return [f"llm:{p}" + (f"@{model}" if model else "") for p in prompts]
-
-    def rlm_query(self, prompt: Any, model: str | None = None) -> str:
-        self._record("rlm_query", prompt, model)
-        return f"rlm:{prompt}"
-
-    def rlm_query_batched(self, prompts: Any, model: str | None = None) -> list[str]:
-        self._record("rlm_query_batched", list(prompts), model)
-        return [f"rlm:{p}" for p in prompts]
+from .helpers import RecordingHost, is_root_turn, isolated_plugin_manager
 
 
 class _EnvironmentKit(StandardTests):

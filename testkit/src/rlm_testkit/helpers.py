@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+import time
 from collections.abc import Iterable
 from types import ModuleType
 from typing import Any, TypeVar
@@ -42,7 +43,7 @@ def entry_point_modules(plugin: object) -> list[str]:
     distribution that ships it (all are imported whenever ``rlm`` loads plugins), in order,
     without repeats. A plugin that is not installed (no entry point names its package) gives its
     own module only."""
-    from rlm._loader import iter_entry_points
+    from rlm.plugin import iter_entry_points
 
     obj = load_plugin_object(plugin)
     own = obj.__name__ if isinstance(obj, ModuleType) else type(obj).__module__
@@ -142,3 +143,43 @@ class RecordingSink:
 
     def __repr__(self) -> str:
         return f"<RecordingSink {len(self)} events>"
+
+
+class RecordingHost:
+    """A Host that answers deterministically and records every call (thread-safe).
+
+    ``api_key`` stands for what a real host holds in memory (the backends' keys): the escape
+    suite checks that no cell can read it.
+    """
+
+    depth = 0
+
+    def __init__(self, api_key: str = "") -> None:
+        self.api_key = api_key
+        self.calls: list[tuple[str, Any, Any]] = []
+        self._lock = threading.Lock()
+        self.delay = 0.0
+
+    def _record(self, method: str, arg: Any, model: Any) -> None:
+        with self._lock:
+            self.calls.append((method, arg, model))
+        if self.delay:
+            time.sleep(self.delay)
+
+    def llm_query(self, prompt: Any, model: str | None = None) -> str:
+        self._record("llm_query", prompt, model)
+        if prompt == "fail":
+            return "Error: BackendError: the provider said no"
+        return f"llm:{prompt}" + (f"@{model}" if model else "")
+
+    def llm_query_batched(self, prompts: Any, model: str | None = None) -> list[str]:
+        self._record("llm_query_batched", list(prompts), model)
+        return [f"llm:{p}" + (f"@{model}" if model else "") for p in prompts]
+
+    def rlm_query(self, prompt: Any, model: str | None = None) -> str:
+        self._record("rlm_query", prompt, model)
+        return f"rlm:{prompt}"
+
+    def rlm_query_batched(self, prompts: Any, model: str | None = None) -> list[str]:
+        self._record("rlm_query_batched", list(prompts), model)
+        return [f"rlm:{p}" for p in prompts]

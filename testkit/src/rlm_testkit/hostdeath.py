@@ -142,8 +142,7 @@ def private_tmpdir() -> str:
 
 
 def main(argv: list[str]) -> int:
-    from .environments import RecordingHost
-    from .helpers import isolated_plugin_manager
+    from .helpers import RecordingHost, isolated_plugin_manager
 
     plugin, name, kwargs, mode = argv[0], argv[1], json.loads(argv[2]), argv[3]
     env = isolated_plugin_manager(plugin).create("environment", name, **kwargs)

@@ -18,6 +18,9 @@ Fixtures (all function-scoped, all cleaned up after the test):
     The same server wrapped as a :class:`rlm_testkit.providers.OpenAIServerProvider`.
 ``recording_sink``
     A :class:`rlm_testkit.RecordingSink` that records every event of a run.
+``clean_plugin_env``
+    The ``RLM_*_PLUGINS`` variables unset and the process-wide plugin manager reset for one test
+    (reset again after it); it is the test's ``monkeypatch``, to set those variables with.
 """
 
 from __future__ import annotations
@@ -47,6 +50,17 @@ def rlm_plugin_manager(monkeypatch: pytest.MonkeyPatch) -> Any:
     for var in _PLUGIN_ENV:
         monkeypatch.delenv(var, raising=False)
     return isolated_plugin_manager(first_party=("local", "scripted"))
+
+
+@pytest.fixture
+def clean_plugin_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    for var in _PLUGIN_ENV:
+        monkeypatch.delenv(var, raising=False)
+    from rlm import reset_plugin_manager
+
+    reset_plugin_manager()
+    yield monkeypatch
+    reset_plugin_manager()
 
 
 @pytest.fixture
