@@ -3,7 +3,8 @@ against, served from a process of their own.
 
     python benchmarks/_bench_emulators.py NAME
 
-starts the emulator of ``tests/emulators/NAME`` (the ones the distributions' tests use) on
+starts the emulator of ``rlm_contrib_envs/NAME/tests/NAME_emulator`` (the one that distribution's
+tests use) on
 127.0.0.1, prints one JSON line ``{"env": {...}, "kwargs": {...}}`` -- the environment variables
 that point the provider's SDK at it and the ``environment_kwargs`` that do -- and serves until its
 stdin is closed. A process of its own, so the emulator's server threads (and its copy of a
@@ -43,20 +44,21 @@ PROVIDER_PREFIXES = ("MODAL_", "E2B_", "DAYTONA_")
 @contextlib.contextmanager
 def emulator(name: str) -> Iterator[dict[str, dict[str, str]]]:
     """Run the emulator of ``name``; yield the variables and kwargs that point the SDK at it."""
-    if str(ROOT) not in sys.path:  # tests.emulators lives at the repository's root
-        sys.path.insert(0, str(ROOT))
+    tests = str(ROOT / "rlm_contrib_envs" / name / "tests")  # where NAME_emulator lives
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
     if name == "modal":
-        from tests.emulators.modal import ModalEmulator
+        from modal_emulator import ModalEmulator
 
         with ModalEmulator() as emu:
             yield {"env": dict(emu.env), "kwargs": {"app_name": "rlm-bench"}}
     elif name == "e2b":
-        from tests.emulators.e2b import E2BEmulator
+        from e2b_emulator import E2BEmulator
 
         with E2BEmulator() as emu:
             yield {"env": dict(emu.env_vars), "kwargs": dict(emu.connection_kwargs)}
     elif name == "daytona":
-        from tests.emulators.daytona import DaytonaEmulator
+        from daytona_emulator import DaytonaEmulator
 
         key = "bench-" + secrets.token_hex(6)
         with DaytonaEmulator(api_key=key, start_delay=0.0) as emu:

@@ -14,7 +14,7 @@ with a new REPL; the table shows medians over the repetitions ("1st start" is th
 the fresh interpreter; "start" the median of the others).
 
 ``modal``, ``e2b`` and ``daytona`` run the providers' real SDKs against the local emulators of
-``tests/emulators/`` (served from a process of their own by ``_bench_emulators.py``, on 127.0.0.1
+``rlm_contrib_envs/*/tests/*_emulator`` (served from a process of their own by ``_bench_emulators.py``, on 127.0.0.1
 only; sandboxes are bubblewrap jails on this machine). Their numbers are the SDK, the
 environment, the emulated API and the local sandbox -- not the network, nor the provider's
 scheduling. ``pyodide`` needs ``rlm-env-pyodide install`` once; its peak memory is the Deno

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs tmux: the CLI's terminal tests (tests/test_cli_terminal.py: the live progress line,
+# Installs tmux: the CLI's terminal tests (libs/cli/tests/test_cli_terminal.py: the live progress line,
 # Ctrl+C exiting with 130) run `rlm` on a real pseudo-terminal through it. Idempotent.
 set -euo pipefail
 if ! command -v tmux >/dev/null 2>&1; then

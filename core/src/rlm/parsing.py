@@ -7,7 +7,7 @@ in prose is ``FINAL(text)`` or ``FINAL_VAR(name)`` at the start of a line outsid
 Every function here is linear in the reply's length, whatever the reply (a reply is untrusted input:
 one line of a megabyte must not hold the host). Fence lines are read with ``str`` methods, not
 regular expressions; the two FINAL patterns have no adjacent repeats that can match the same
-character, so they cannot backtrack quadratically (``tests/test_parsing.py`` checks that
+character, so they cannot backtrack quadratically (``core/tests/test_parsing.py`` checks that
 structurally). Line endings are universal, as in Python source: ``\r\n`` and ``\r`` end a line.
 """
 

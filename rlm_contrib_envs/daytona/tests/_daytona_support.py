@@ -1,7 +1,6 @@
 """Shared by the tests here (a module name of its own: several directories have a conftest).
 
-The emulator lives at the repository's root (``tests/emulators/daytona``), so the root goes on
-``sys.path``. Test classes name the emulator's URL and key in their ``environment_kwargs`` (never
+The emulator is the package ``daytona_emulator`` next to this file. Test classes name the emulator's URL and key in their ``environment_kwargs`` (never
 through ``DAYTONA_*`` variables), so the live tests (``RLM_LIVE_TESTS=1``) keep the real
 credentials of the environment.
 """
@@ -10,11 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-if ROOT not in sys.path:  # tests.emulators.daytona lives at the repository's root
-    sys.path.insert(0, ROOT)
 
 NO_BWRAP = shutil.which("bwrap") is None and os.environ.get("CI") != "true"
 BWRAP_REASON = "the Daytona emulator runs sandbox commands under bubblewrap (scripts/ci/sandbox.sh)"

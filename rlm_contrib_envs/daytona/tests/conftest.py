@@ -13,7 +13,7 @@ def emulator() -> Iterator[object]:
     """A fresh emulator of its own (its request record starts empty)."""
     if NO_BWRAP:
         pytest.skip(BWRAP_REASON)
-    from tests.emulators.daytona import DaytonaEmulator
+    from daytona_emulator import DaytonaEmulator
 
     with DaytonaEmulator(api_key="test-key", start_delay=0.0) as emu:
         yield emu

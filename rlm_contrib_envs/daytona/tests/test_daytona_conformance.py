@@ -1,5 +1,5 @@
 """The shared environment conformance class and the escape suite, run against the real
-``daytona`` SDK pointed at the local emulator (``tests/emulators/daytona``)."""
+``daytona`` SDK pointed at the local emulator (``daytona_emulator``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import rlm_env_daytona.plugin
 from _daytona_support import BWRAP_REASON, NO_BWRAP, NOT_BLOCKED
 from rlm_testkit.environments import EnvironmentTests, EscapeTests
 
-from tests.emulators.daytona import shared_emulator
+from daytona_emulator import shared_emulator
 
 pytestmark = pytest.mark.skipif(NO_BWRAP, reason=BWRAP_REASON)
 

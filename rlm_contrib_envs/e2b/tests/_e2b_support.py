@@ -1,5 +1,5 @@
-"""What this directory's tests share: one E2B emulator (``tests/emulators/e2b`` at the repository
-root) for the whole session, and environment_kwargs that point ``E2BREPL`` at it.
+"""What this directory's tests share: one E2B emulator (the package ``e2b_emulator`` next to
+this file) for the whole session, and environment_kwargs that point ``E2BREPL`` at it.
 
 The SDK is pointed at the emulator with explicit connection options, and its environment
 variables are cleared, so no test can reach the real service.
@@ -10,20 +10,14 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 from rlm_testkit.live import live_requested
 
-ROOT = Path(__file__).resolve().parents[3]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 pytest.importorskip("e2b_code_interpreter", reason="rlm-env-e2b's tests need the E2B SDK "
                     "(pip install -e rlm_contrib_envs/e2b)")
 
-from tests.emulators.e2b import E2BEmulator
+from e2b_emulator import E2BEmulator
 
 #: The real service's settings, kept for the live tests (RLM_LIVE_TESTS=1) before they are
 #: cleared from the environment so that nothing else can reach E2B.

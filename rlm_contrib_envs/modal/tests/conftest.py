@@ -1,4 +1,4 @@
-"""The Modal emulator (``tests/emulators/modal``) for every test here, and the SDK pointed at it.
+"""The Modal emulator (``modal_emulator`` next to this file) for every test here, and the SDK pointed at it.
 
 One emulator serves the whole directory: ``MODAL_SERVER_URL``, ``MODAL_TOKEN_ID`` and
 ``MODAL_TOKEN_SECRET`` point the real ``modal`` SDK at it for the session (restored after).
@@ -11,15 +11,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 
 import pytest
 from rlm_testkit.live import live_requested
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-if ROOT not in sys.path:  # tests.emulators.modal lives at the repository's root
-    sys.path.insert(0, ROOT)
 
 if importlib.util.find_spec("rlm_env_modal") is None or importlib.util.find_spec("modal") is None:
     # Not installed (the `modal` extra): nothing here can be imported, so nothing is collected.
@@ -37,7 +32,7 @@ def modal_emulator() -> Iterator[object]:
     if LIVE:  # the emulator's variables would shadow the real credentials for the session
         pytest.skip("RLM_LIVE_TESTS=1: the suites run against the real service "
                     "(test_modal_live.py), not the emulator")
-    from tests.emulators.modal import ModalEmulator
+    from modal_emulator import ModalEmulator
 
     saved = {k: os.environ.get(k) for k in ("MODAL_SERVER_URL", "MODAL_TOKEN_ID",
                                              "MODAL_TOKEN_SECRET")}

@@ -1,5 +1,5 @@
 """The shared environment conformance class and the escape suite, run on the ``modal``
-environment with the real Modal SDK talking to the emulator (``tests/emulators/modal``)."""
+environment with the real Modal SDK talking to the emulator (``modal_emulator``)."""
 
 from __future__ import annotations
 

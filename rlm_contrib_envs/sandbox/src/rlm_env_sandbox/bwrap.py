@@ -1,6 +1,7 @@
 """Bubblewrap command lines: the confinement every bubblewrap user in this repository shares.
 
-The ``sandbox`` environment and the local emulators of cloud sandboxes (``tests/emulators``)
+The ``sandbox`` environment and the local emulators of cloud sandboxes (``*_emulator`` in the modal, e2b and daytona
+distributions' tests)
 build their ``bwrap`` command with :func:`bwrap_command`: new user, pid, IPC, UTS and cgroup
 namespaces (and a network namespace of its own, with only a loopback nobody listens on, unless
 ``network=True``), no further user namespaces, killed with its parent, a new session (no

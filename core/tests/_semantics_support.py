@@ -1,4 +1,4 @@
-"""Shared helpers of the tests/test_semantics_*.py files: a scripted OpenAI-compatible server on
+"""Shared helpers of the test_semantics_*.py files: a scripted OpenAI-compatible server on
 127.0.0.1 whose replies are billed with known usage, so usage totals can be checked exactly."""
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ from typing import Any, Self
 from e2b.envd.process import process_pb as P
 from protobuf import Oneof
 
-from .._faults import FaultPlan
+from rlm_testkit.servers.faults import FaultPlan
+
 from .connect import HTTP_STATUS, RPCError, end_stream, envelope, read_envelopes
 from .sandboxes import LocalSandbox, SandboxProcess, make_base_dir
 

@@ -44,8 +44,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from .._faults import FaultPlan
-from .._loop import LoopThread
+from rlm_testkit.servers.faults import FaultPlan
+from rlm_testkit.servers.loop import LoopThread
+
 from .box import Box, Command, SandboxFault
 
 STDOUT_PREFIX = b"\x01\x01\x01"

@@ -1,6 +1,7 @@
 """Faults a test scripts into an emulator: "answer the next N calls of this operation with that
-error". Every emulator keeps one :class:`FaultPlan`; what a fault is (an HTTP status and body, a
-gRPC error, a dropped connection) is the emulator's business."""
+error". Every emulator keeps one :class:`FaultPlan` (the Modal, E2B and Daytona emulators in those
+environments' tests do); what a fault is (an HTTP status and body, a gRPC error, a dropped
+connection) is the emulator's business."""
 
 from __future__ import annotations
 

@@ -24,16 +24,19 @@ RLM_EXE = str(Path(sys.executable).with_name("rlm"))
 
 
 class Terminal:
-    """A detached tmux session running one shell command on a real pseudo-terminal."""
+    """A detached tmux session running one shell command on a real pseudo-terminal, on a tmux
+    server of its own (its socket in the test's directory): tests running at once, or anyone
+    else's tmux, never share a server."""
 
     def __init__(self, command: str, home: Path):
         self.name = f"rlm-test-{uuid.uuid4().hex[:8]}"
+        self.tmux = ["tmux", "-S", str(home / "tmux.sock")]
         env = f"RLM_USER_DIR={shlex.quote(str(home))} "
-        subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", "200", "-y", "50",
+        subprocess.run([*self.tmux, "new-session", "-d", "-s", self.name, "-x", "200", "-y", "50",
                         f"{env}{command}; echo EXIT=$?; sleep 30"], check=True)
 
     def screen(self) -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name],
+        return subprocess.run([*self.tmux, "capture-pane", "-p", "-t", self.name],
                               capture_output=True, text=True).stdout
 
     def wait_for(self, text: str, timeout: float = 60) -> str:
@@ -46,10 +49,10 @@ class Terminal:
         raise AssertionError(f"{text!r} never appeared; screen:\n{self.screen()}")
 
     def keys(self, *keys: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+        subprocess.run([*self.tmux, "send-keys", "-t", self.name, *keys], check=True)
 
     def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+        subprocess.run([*self.tmux, "kill-server"], capture_output=True)
 
 
 @pytest.fixture

@@ -41,8 +41,9 @@ from modal_proto import api_grpc, api_pb2
 from modal_proto import task_command_router_grpc as tcr_grpc
 from modal_proto import task_command_router_pb2 as tcr_pb2
 
-from .._faults import FaultPlan
-from .._loop import LoopThread
+from rlm_testkit.servers.faults import FaultPlan
+from rlm_testkit.servers.loop import LoopThread
+
 from .sandbox import EmulatedSandbox, ExecProcess
 
 SUCCESS = api_pb2.GenericResult.GENERIC_STATUS_SUCCESS
