@@ -13,7 +13,8 @@ VENV=${RLM_EXAMPLE_VENV:-$ROOT/build/example-plugin-venv}
 PY="$VENV/bin/python"
 # A venv made before the kernel's rename still holds rlm-core, which would own `rlm` too.
 if "$UV" pip show --quiet -p "$PY" rlm-core >/dev/null 2>&1; then "$UV" pip uninstall --quiet -p "$PY" rlm-core; fi
-"$UV" pip install --quiet -p "$PY" -e "$ROOT/core" -e "$ROOT/plugins" -e "$ROOT/testkit"
+"$UV" pip install --quiet -p "$PY" -e "$ROOT/core" -e "$ROOT/libs/isolation" -e "$ROOT/libs/backend_support" \
+    -e "$ROOT/libs/cli" -e "$ROOT/plugins" -e "$ROOT/rlm_contrib_backends/openai" -e "$ROOT/testkit"
 "$UV" pip install --quiet -p "$PY" --reinstall-package rlm-example-plugin "$EXAMPLE"
 
 cd "$EXAMPLE"
