@@ -150,22 +150,17 @@ class _Run:
             if first:
                 self.cancel_reason = reason
                 self._cancel_source = source or self
-            items, children = list(self._inflight), list(self._children)
         if reason is not StopReason.FINISHED:
             self.cancelled.set()
-        for item in items:
-            try:
-                item.cancel()
-            except Exception:  # noqa: BLE001
-                pass
-        for child in children:
-            child.cancel(StopReason.CANCELLED if reason is StopReason.FINISHED else reason,
-                         source=source or self)
+        self.cancel_pending(StopReason.CANCELLED if reason is StopReason.FINISHED else reason,
+                            source=source or self)
         if first and reason is StopReason.CANCELLED:
             self._stop_env()
 
-    def cancel_pending(self) -> None:
-        """Cancel what is in flight (a stopped cell's calls and children), not the run."""
+    def cancel_pending(self, reason: StopReason = StopReason.CANCELLED, *,
+                       source: _Run | None = None) -> None:
+        """Cancel what is in flight (a stopped cell's calls and children), not the run itself;
+        the children are cancelled for ``reason``."""
         with self._lock:
             items, children = list(self._inflight), list(self._children)
         for item in items:
@@ -174,7 +169,7 @@ class _Run:
             except Exception:  # noqa: BLE001
                 pass
         for child in children:
-            child.cancel(StopReason.CANCELLED)
+            child.cancel(reason, source=source)
 
     def _stop_env(self) -> None:
         """Stop the cell still running in this run's (throw-away) environment.
