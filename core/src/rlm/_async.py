@@ -133,10 +133,14 @@ class LoopRunner:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
         if not loop.is_running():
-            try:  # async generators get their finally blocks run, as asyncio.run does
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            except Exception:  # noqa: BLE001 - closing must not raise
-                pass
+            # Async generators get their finally blocks run, as asyncio.run does (not possible
+            # from inside another running loop: they are then dropped, as before).
+            if asyncio._get_running_loop() is None:
+                finalize = loop.shutdown_asyncgens()
+                try:
+                    loop.run_until_complete(finalize)
+                except Exception:  # noqa: BLE001 - closing must not raise
+                    finalize.close()
             loop.close()
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
