@@ -46,11 +46,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
+# Beside this script: run by its path, Python puts the script's directory first on sys.path.
 from _bench_emulators import EMULATED, PROVIDER_PREFIXES
+
+HERE = Path(__file__).resolve().parent
 
 #: What each environment needs installed, as import names, and whether it needs ``bwrap``.
 NEEDS: dict[str, tuple[tuple[str, ...], bool]] = {

@@ -7,8 +7,9 @@ import asyncio
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from rlm import RLM
 from rlm_testkit.servers import OpenAICompatibleServer, Reply

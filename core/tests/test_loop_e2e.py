@@ -59,7 +59,7 @@ def server():
 
 
 def make(server, script, **kw) -> RLM:
-    server._responder = script  # noqa: SLF001 - the server reads it per request
+    server._responder = script  # the server reads it per request
     kw.setdefault("max_iterations", 6)
     return RLM(backend="openai",
                backend_kwargs={"base_url": server.base_url, "api_key": "test-key-123",

@@ -176,6 +176,8 @@ def _charset(item) -> frozenset[int] | None:
     if name == "IN":
         chars: set[int] = set()
         negate = False
+        probe = {"CATEGORY_DIGIT": str.isdigit, "CATEGORY_SPACE": str.isspace,
+                 "CATEGORY_WORD": lambda ch: ch.isalnum() or ch == "_"}
         for sub_op, sub_av in av:
             sub = str(sub_op)
             if sub == "NEGATE":
@@ -185,12 +187,12 @@ def _charset(item) -> frozenset[int] | None:
             elif sub == "RANGE":
                 chars.update(range(sub_av[0], min(sub_av[1], 0x2FF) + 1))
             elif sub == "CATEGORY":
-                probe = {"CATEGORY_DIGIT": str.isdigit, "CATEGORY_SPACE": str.isspace,
-                         "CATEGORY_WORD": lambda ch: ch.isalnum() or ch == "_"}
-                test = probe.get(str(sub_av).replace("CATEGORY_UNI_", "CATEGORY_"))
-                test = test or (lambda ch, key=str(sub_av).replace("NOT_", ""): not probe.get(
-                    key.replace("CATEGORY_UNI_", "CATEGORY_"), str.isspace)(ch))
-                chars.update(c for c in universe if test(chr(c)))
+                key = str(sub_av).replace("CATEGORY_UNI_", "CATEGORY_")
+                if key in probe:
+                    chars.update(c for c in universe if probe[key](chr(c)))
+                else:  # CATEGORY_NOT_*: the complement of its positive category
+                    test = probe.get(key.replace("NOT_", ""), str.isspace)
+                    chars.update(c for c in universe if not test(chr(c)))
         return frozenset(c for c in universe if c not in chars) if negate else frozenset(chars)
     return None
 

@@ -24,7 +24,7 @@ class PlannedBackend:
     """Each prompt is ``"<i>"``; ``plan[i] = (finish_rank, fails, usage)`` decides when item i
     finishes relative to the others, whether it fails, and what it bills."""
 
-    instances: list["PlannedBackend"] = []
+    instances: list[PlannedBackend] = []
 
     def __init__(self, model_name: str = "planned"):
         self.model_name = model_name

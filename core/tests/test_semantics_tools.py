@@ -3,6 +3,7 @@ children included; others only when named), and the first-party ``context`` prov
 
 from __future__ import annotations
 
+import itertools
 import types
 
 import pytest
@@ -135,7 +136,7 @@ def test_chunk_text_covers_the_text_and_prefers_line_breaks():
     assert all(len(c) <= 300 for c in chunks)
     assert sum(c.endswith("\n") for c in chunks) >= len(chunks) - 1
     overlapping = chunk_text(text, size=300, overlap=50)
-    assert all(a[-50:] == b[:50] for a, b in zip(overlapping, overlapping[1:]))
+    assert all(a[-50:] == b[:50] for a, b in itertools.pairwise(overlapping))
     with pytest.raises(ValueError):
         chunk_text(text, size=0)
     assert grep_text("abc", "z") == []

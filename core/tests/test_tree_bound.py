@@ -29,7 +29,6 @@ class Gauge:
             time.sleep(self.delay)
             if messages[0]["role"] != "system":
                 return "leaf"
-            ctx = [m for m in messages if m["role"] == "user"][0]["content"]
             turns = sum(1 for m in messages if m["role"] == "assistant")
             if turns:
                 return '```repl\nanswer["content"] = "done"\nanswer["ready"] = True\n```'

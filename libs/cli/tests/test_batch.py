@@ -41,7 +41,7 @@ def records(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-SCRIPTED = dict(backend="scripted", backend_kwargs={"responder": answer_length})
+SCRIPTED = {"backend": "scripted", "backend_kwargs": {"responder": answer_length}}
 
 
 def test_batch_records_every_line_with_its_tag_and_errors(tmp_path):

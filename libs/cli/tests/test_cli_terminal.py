@@ -6,7 +6,6 @@ Needs tmux (scripts/ci/tmux.sh installs it in CI); skipped when it is missing.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import subprocess

@@ -53,7 +53,8 @@ class AnthropicServerProvider(ScriptedProvider):
     @property
     def requests(self) -> list[ProviderRequest]:
         out = []
-        for body, headers in zip(list(self.server.requests), list(self.server.headers)):
+        for body, headers in zip(list(self.server.requests), list(self.server.headers),
+                                 strict=False):
             messages = list(body.get("messages") or [])
             if body.get("system"):
                 system = body["system"]

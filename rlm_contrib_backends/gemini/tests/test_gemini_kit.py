@@ -64,7 +64,7 @@ class GeminiEmulatorProvider(ScriptedProvider):
     def requests(self) -> list[ProviderRequest]:
         out = []
         for body, headers, path in zip(list(self.emu.requests), list(self.emu.headers),
-                                       list(self.emu.paths)):
+                                       list(self.emu.paths), strict=False):
             config = body.get("generationConfig") or {}
             params = {_KIT_NAMES.get(k, k): v for k, v in config.items()}
             params["model"] = body.get("model")

@@ -1,8 +1,8 @@
 """Shared by the tests here (a module name of its own: several directories have a conftest).
 
-The emulator is the package ``daytona_emulator`` next to this file. Test classes name the emulator's URL and key in their ``environment_kwargs`` (never
-through ``DAYTONA_*`` variables), so the live tests (``RLM_LIVE_TESTS=1``) keep the real
-credentials of the environment.
+The emulator is the package ``daytona_emulator`` next to this file. Test classes name the
+emulator's URL and key in their ``environment_kwargs`` (never through ``DAYTONA_*`` variables),
+so the live tests (``RLM_LIVE_TESTS=1``) keep the real credentials of the environment.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""A local emulator (this distribution's tests' own, on 127.0.0.1 only) of the Daytona HTTP APIs the ``daytona`` SDK uses (point the SDK at it with
-``DAYTONA_API_URL``); sandbox commands really run, each sandbox confined with bubblewrap.
+"""A local emulator (this distribution's tests' own, on 127.0.0.1 only) of the Daytona HTTP APIs
+the ``daytona`` SDK uses (point the SDK at it with ``DAYTONA_API_URL``); sandbox commands really
+run, each sandbox confined with bubblewrap.
 
     from daytona_emulator import DaytonaEmulator
 

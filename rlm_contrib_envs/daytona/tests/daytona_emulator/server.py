@@ -158,7 +158,7 @@ class DaytonaEmulator:
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> DaytonaEmulator:  # noqa: PYI034
+    def __enter__(self) -> DaytonaEmulator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -389,7 +389,8 @@ class DaytonaEmulator:
                          f"filename=\"{quoted}\"\r\nContent-Type: {ctype}\r\n\r\n".encode()
                          + data + b"\r\n")
         body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-        return web.Response(body=body, status=200, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        return web.Response(body=body, status=200,
+                            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
 
     async def _r_permissions(self, request: web.Request, rec: Recorded, box: str
                              ) -> web.Response:

@@ -1,10 +1,11 @@
 """What a Modal sandbox is, on this machine: a private directory and processes confined to it.
 
 Every process ``exec``'d into an emulated sandbox runs under bubblewrap, without network (its own
-empty network namespace) when the sandbox was created with ``block_network=True``, the system's ``/usr`` read-only, and the sandbox's private directory
-as its writable ``/tmp`` (so the processes of one sandbox share files, as in a Modal container,
-and nothing else on the host is writable). ``python`` on the ``PATH`` is the system Python, as
-in Modal's default ``debian_slim`` image.
+empty network namespace) when the sandbox was created with ``block_network=True``, the system's
+``/usr`` read-only, and the sandbox's private directory as its writable ``/tmp`` (so the
+processes of one sandbox share files, as in a Modal container, and nothing else on the host is
+writable). ``python`` on the ``PATH`` is the system Python, as in Modal's default ``debian_slim``
+image.
 
 A process keeps its whole stdout and stderr so that readers can ask for them from any byte
 offset, which is how the task command router's ``TaskExecStdioRead`` works; stdin is written at

@@ -255,7 +255,7 @@ class Router(type("_RouterFallback", (_RouterBase,),
         sandbox = self.rec.task(req.task_id)
         if sandbox.terminated:
             raise GRPCError(Status.NOT_FOUND, "Sandbox has already terminated")
-        env = {k: v for k, v in req.env.items()} if hasattr(req, "env") else {}
+        env = dict(req.env.items()) if hasattr(req, "env") else {}
         await sandbox.exec(req.exec_id, list(req.command_args), req.workdir or None, env)
         await stream.send_message(tcr_pb2.TaskExecStartResponse())
 

@@ -1,5 +1,6 @@
-"""An asyncio server (the Modal emulator's grpclib server, the Daytona emulator's aiohttp app) served from a daemon thread of its own, for emulators whose server is
-asynchronous (aiohttp, grpclib) while the tests that use them are not."""
+"""An asyncio server (the Modal emulator's grpclib server, the Daytona emulator's aiohttp app)
+served from a daemon thread of its own, for emulators whose server is asynchronous (aiohttp,
+grpclib) while the tests that use them are not."""
 
 from __future__ import annotations
 
