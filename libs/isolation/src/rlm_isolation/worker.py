@@ -32,6 +32,7 @@ from the worker as untrusted input.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -45,6 +46,10 @@ try:  # Pyodide has no threads; the worker then runs cells inline (see REPLCore)
     import threading
 except ImportError:  # pragma: no cover - only in runtimes without threads
     threading = None  # type: ignore[assignment]
+
+TYPE_CHECKING = False  # typing is not imported at run time (every worker start would pay for it)
+if TYPE_CHECKING:
+    from typing import Any
 
 PROTOCOL = 1
 MAX_FRAME = 64 * 1024 * 1024
@@ -94,7 +99,7 @@ class FrameReader:
         self.last_size = 0  # bytes of the last frame read (the host accounts calls by it)
 
     def _exact(self, n):
-        parts = []
+        parts: list[bytes] = []
         while n:
             chunk = self._read(min(n, 1 << 20))
             if not chunk:
@@ -344,7 +349,7 @@ class REPLCore:
         bi.update({"exit": _exit, "quit": _exit, "input": _no_input,
                    "breakpoint": _no_breakpoint})
         bi.update(extra_builtins or {})
-        self.builtins = bi
+        self.builtins: dict[str, Any] | None = bi  # None once closed
         self.ns = {} if ns is None else ns
         self.answer = {"content": "", "ready": False}
         self.fixed = {}
@@ -712,9 +717,13 @@ def _trim(te, sources, machinery, seen):
 # job is finished no stop can reach its thread any more, so a stop aimed at one cell never lands
 # in the next.
 
+def _no_thread_start(thread):
+    raise RuntimeError("this Python runtime has no threads (the worker runs cells inline)")
+
+
 #: ``threading.Thread.start`` as it was when the worker was imported (the local REPL wraps it to
 #: carry a cell's output capture into the threads it starts; the reaper belongs to no cell).
-_THREAD_START = threading.Thread.start if threading else None
+_THREAD_START = threading.Thread.start if threading else _no_thread_start
 
 
 def _raise_in(ident, exc_type):
@@ -756,7 +765,7 @@ class Job:
             return True
 
 
-_STACK_LOCK = threading.Lock() if threading else None
+_STACK_LOCK = threading.Lock() if threading else contextlib.nullcontext()
 
 
 class Executor:
@@ -769,7 +778,7 @@ class Executor:
     def __init__(self, name="rlm-cell", setup=None, after=None, stack_size=None):
         import queue
 
-        self.jobs = queue.SimpleQueue()
+        self.jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self.abandoned = False
         self.setup_result = None
         self._setup = setup
@@ -849,9 +858,9 @@ class Executor:
 
 #: Seconds between two looks, while a cell runs, for a stop asked for from elsewhere.
 POLL = 0.1
-_reaper_lock = threading.Lock() if threading else None
-_abandoned = []
-_reaper = None
+_reaper_lock = threading.Lock() if threading else contextlib.nullcontext()
+_abandoned: list[Job] = []
+_reaper: threading.Thread | None = None
 REAPER_INTERVAL = 0.5
 
 
@@ -912,8 +921,8 @@ class CellRunner:
         core.restore()
         try:
             compiled = core.compile_cell(code, filename)
-        except Exception as exc:  # noqa: BLE001 - SyntaxError, null bytes, too deeply nested
-            return core.result(core.format_exception(exc), False, started)
+        except Exception as invalid:  # noqa: BLE001 - SyntaxError, null bytes, too deeply nested
+            return core.result(core.format_exception(invalid), False, started)
         job = Job(compiled, core.ns, self.get_executor())
         with self.lock:
             self.job, self.job_cell = job, cell
@@ -1023,8 +1032,9 @@ class Worker:
         self.pending = {}
         self.pending_lock = threading.Lock()
         self.next_id = 0
-        self.core = None
-        self.runner = None
+        # Made by configure(); the IPython kernel's link sets a core of its own and no runner.
+        self.core: REPLCore | None = None
+        self.runner: CellRunner | None = None
         self.files = {}
         self.closed = False
         self.exec_lock = threading.Lock()
@@ -1042,7 +1052,8 @@ class Worker:
         with self.pending_lock:
             self.next_id += 1
             call_id = self.next_id
-            slot = [threading.Event(), None]
+            answered = threading.Event()
+            slot = [answered, None]
             self.pending[call_id] = slot
         try:
             self.send({"t": "call", "id": call_id, "m": method, "a": args})
@@ -1053,7 +1064,7 @@ class Worker:
                     % (method, exc))
         except OSError as exc:
             return "Error: the connection to the host failed: %s" % exc
-        slot[0].wait()
+        answered.wait()
         return slot[1]
 
     # handshake
@@ -1120,11 +1131,11 @@ class Worker:
                 if self.runner is not None:
                     self.runner.interrupt(CellCancelled, cell=msg.get("cell"))
             elif t == "context":
-                self._control(msg, lambda m: self.core.load_context(
+                self._control(msg, lambda m: self._core().load_context(
                     int(m["index"]), m["path"], m.get("format", "text")))
             elif t == "history":
-                self._control(msg, lambda m: self.core.load_history(int(m["index"]),
-                                                                    m.get("messages") or []))
+                self._control(msg, lambda m: self._core().load_history(int(m["index"]),
+                                                                       m.get("messages") or []))
             elif t == "file_open":
                 self._control(msg, self._open_file)
             elif t == "file_close":
@@ -1137,11 +1148,18 @@ class Worker:
                 slot[1] = "Error: the connection to the host is closed"
                 slot[0].set()
 
+    def _core(self) -> REPLCore:
+        """The REPL core control messages act on."""
+        if self.core is None:
+            raise ProtocolError("a control message came before the config message")
+        return self.core
+
     def _open_file(self, msg):
         name = os.path.basename(str(msg["path"]))
-        if not os.path.isdir(self.core.ctx_dir):
-            os.makedirs(self.core.ctx_dir, exist_ok=True)
-        self.files[int(msg["id"])] = open(os.path.join(self.core.ctx_dir, name), "wb")
+        ctx_dir = self._core().ctx_dir
+        if not os.path.isdir(ctx_dir):
+            os.makedirs(ctx_dir, exist_ok=True)
+        self.files[int(msg["id"])] = open(os.path.join(ctx_dir, name), "wb")
 
     def _control(self, msg, action):
         """Runs ``action(msg)`` between cells and acknowledges ``msg`` with its error, if any."""
@@ -1154,8 +1172,11 @@ class Worker:
                            "error": "%s: %s" % (type(exc).__name__, _text(exc))[:4000]})
 
     def _exec(self, msg):
+        runner = self.runner
+        if runner is None:
+            raise ProtocolError("an exec message, but this worker runs no cells (not configured)")
         with self.exec_lock:
-            result = self.runner.run(str(msg.get("code", "")), msg.get("timeout"),
+            result = runner.run(str(msg.get("code", "")), msg.get("timeout"),
                                      msg.get("filename"), msg.get("id"))
         result["id"] = msg.get("id")
         try:

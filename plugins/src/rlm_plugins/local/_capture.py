@@ -152,7 +152,8 @@ def _start_with_capture(self: threading.Thread) -> None:
     capture = CAPTURE.get()
     host_cwd = HOST_CWD.get()
     if capture is None and not host_cwd:
-        return _original_thread_start(self)
+        _original_thread_start(self)
+        return
     run = self.run
 
     def run_in_scope() -> None:
@@ -167,7 +168,7 @@ def _start_with_capture(self: threading.Thread) -> None:
             self.__dict__.pop("run", None)
 
     self.run = run_in_scope  # type: ignore[method-assign]
-    return _original_thread_start(self)
+    _original_thread_start(self)
 
 
 def install() -> None:
