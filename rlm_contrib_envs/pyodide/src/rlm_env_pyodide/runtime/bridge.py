@@ -171,7 +171,7 @@ class InlineWorker:
             elif t == "context":
                 self._control(msg, lambda m=msg: self._load_context(m))
             elif t == "history":
-                self._control(msg, lambda m=msg: self.core.load_history(
+                self._control(msg, lambda m=msg: self._core().load_history(
                     int(m["index"]), m.get("messages") or []))
             elif t == "file_open":
                 self._control(msg, lambda m=msg: self.streams.__setitem__(
@@ -181,6 +181,12 @@ class InlineWorker:
             elif t == "shutdown":
                 break
             # "interrupt" with no cell running and stray "reply" frames: nothing to do.
+
+    def _core(self):
+        """The REPL core (made by configure(), which the protocol puts first)."""
+        if self.core is None:
+            raise W.ProtocolError("a message came before the config message")
+        return self.core
 
     def _blob(self, msg):
         blob_id, data = msg
@@ -204,7 +210,7 @@ class InlineWorker:
         else:
             value = data.decode("utf-8", "surrogatepass")
         del data  # one copy in memory: the decoded value
-        self.core.bind_context(index, value)
+        self._core().bind_context(index, value)
 
     def _control(self, msg, action):
         try:
@@ -221,23 +227,23 @@ class InlineWorker:
         self.send(result)
 
     def _run_cell(self, code, timeout, filename):
-        core = self.core
+        core = self._core()
         started = time.perf_counter()
         core.restore()
         try:
             compiled = core.compile_cell(code, filename)
-        except Exception as exc:  # noqa: BLE001
-            return core.result(core.format_exception(exc), False, started)
+        except Exception as invalid:  # noqa: BLE001 - SyntaxError, null bytes, too deeply nested
+            return core.result(core.format_exception(invalid), False, started)
         limit = None if timeout is None else max(float(timeout), 0.0)
-        exc = None
+        raised = None
         try:
             try:
                 _rlm_io.deadline_set(limit)
                 exec(compiled, core.ns)  # running model code is the point
             except BaseException as e:  # noqa: BLE001
-                exc = e
+                raised = e
         except BaseException as e:  # noqa: BLE001 - an interrupt landing in the handler above
-            exc = exc or e
+            raised = raised or e
         fired = False
         while True:  # stop the clock; an interrupt already on its way lands here, not later
             try:
@@ -245,16 +251,17 @@ class InlineWorker:
                 _checkpoint()
                 break
             except KeyboardInterrupt as e:
-                exc = exc or e
-        if fired:
+                raised = raised or e
+        if fired and limit is not None:  # only a cell with a time limit has a deadline to fire
             error = ("TimeoutError: the cell exceeded its time limit of %g seconds and was "
                      "stopped; variables set before that point are kept." % limit)
-            if exc is not None and not isinstance(exc, (KeyboardInterrupt, W.CellInterrupt)):
-                error += "\nWhile stopping, the cell raised:\n" + core.format_exception(exc)
+            if raised is not None and not isinstance(raised, (KeyboardInterrupt,
+                                                              W.CellInterrupt)):
+                error += "\nWhile stopping, the cell raised:\n" + core.format_exception(raised)
             return core.result(error, True, started)
-        if isinstance(exc, W.CellCancelled) or _rlm_io.cancelled():
+        if isinstance(raised, W.CellCancelled) or _rlm_io.cancelled():
             return core.result("Cancelled: the cell was interrupted", False, started)
-        return core.result(core.format_exception(exc) if exc is not None else None, False,
+        return core.result(core.format_exception(raised) if raised is not None else None, False,
                            started)
 
 
@@ -268,6 +275,6 @@ def main():
         worker.configure(worker.handshake())
         worker.serve()
     except (W.ProtocolError, EOFError) as exc:
-        sys.__stderr__.write("rlm pyodide worker: %s\n" % exc)
+        print("rlm pyodide worker: %s" % exc, file=sys.__stderr__ or sys.stderr)
         return 3
     return 0
