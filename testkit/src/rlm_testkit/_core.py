@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeGuard, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
@@ -61,7 +61,8 @@ def xfail_reason(func: object) -> str | None:
     return None
 
 
-def _is_kit_class(klass: type) -> bool:
+def _is_kit_class(klass: type) -> TypeGuard[type[StandardTests]]:
+    """Whether ``klass`` is a kit class (``StandardTests`` or one declared with ``kit=True``)."""
     return bool(klass.__dict__.get("_kit_root", False))
 
 
@@ -161,7 +162,7 @@ def _describe(cls: type, cap: str) -> tuple[bool, str]:
     return False, "no description"
 
 
-def _init_kit_class(cls: type) -> None:
+def _init_kit_class(cls: type[StandardTests]) -> None:
     """Record the standard tests of a kit class and the marks they were defined with."""
     own = _own_tests(cls)
     listed = STANDARD_TESTS.get(cls.__qualname__)
@@ -223,7 +224,7 @@ def _guard_problems(cls: type) -> tuple[tuple[str, ...], tuple[str, ...]]:
                 continue
             value = owner.__dict__[name]
             if _is_kit_class(owner):
-                before = owner._kit_marks.get(name, 0)  # type: ignore[attr-defined]
+                before = owner._kit_marks.get(name, 0)
                 now = len(getattr(value, "pytestmark", None) or [])
                 if now > before:
                     problems.append(

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
@@ -46,7 +47,7 @@ from .providers import FAULTS, ScriptedProvider
 MESSAGES = [{"role": "system", "content": "You are terse."},
             {"role": "user", "content": "Say hello."}]
 
-_texts = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\r"),
+_texts = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\r"),
                  min_size=1, max_size=200)
 _tokens = st.integers(min_value=0, max_value=2_000_000)
 
@@ -165,7 +166,12 @@ class BackendTests(StandardTests, kit=True):
         assert ":" in target, (f"the backend is registered as a callable ({target}); register a "
                                "'package.module:Class' string so the module is imported on use only")
         module = target.split(":", 1)[0]
-        plugin_module = load_plugin_object(self.plugin).__name__
+        plugin = load_plugin_object(self.plugin)
+        if not isinstance(plugin, types.ModuleType):
+            pytest.fail(f"{type(self).__qualname__}.plugin is a {type(plugin).__name__}: the "
+                        "lazy_import check imports the plugin in a fresh interpreter, so set "
+                        "plugin to the plugin's module (or its dotted name)", pytrace=False)
+        plugin_module = plugin.__name__
         code = (f"import sys, {plugin_module}; "
                 f"sys.exit(3 if {module!r} in sys.modules else 0)")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}

@@ -59,7 +59,7 @@ from rlm.exceptions import ConfigurationError, RLMEnvironmentError
 from rlm.protocols import Environment
 from rlm.types import CellResult, Tool
 
-from ._core import StandardTests, requires
+from ._core import KitGuardError, StandardTests, requires
 from .helpers import RecordingHost, is_root_turn, isolated_plugin_manager
 
 
@@ -85,6 +85,13 @@ class _EnvironmentKit(StandardTests):
     environment_kwargs: ClassVar[dict[str, Any]] = {}
     #: Seconds the kit waits for a start-up (slow runtimes such as Pyodide raise it).
     startup_seconds: ClassVar[float] = 60.0
+
+    def _name(self) -> str:
+        """``environment_name``: set by every ``Test*`` class (REQUIRED; checked at definition)."""
+        if not self.environment_name:
+            raise KitGuardError(f"{type(self).__qualname__} must set environment_name "
+                                f"({self.REQUIRED['environment_name']})")
+        return self.environment_name
 
     def make_environment(self, **overrides: Any) -> Any:
         pm = isolated_plugin_manager(self.plugin)
@@ -532,7 +539,7 @@ class EnvironmentTests(_EnvironmentKit, kit=True):
             return next(turns) if is_root_turn(messages) else "ok"
 
         rlm = RLM(backend="scripted", backend_kwargs={"responder": respond},
-                  environment=self.environment_name, environment_kwargs=self.environment_kwargs,
+                  environment=self._name(), environment_kwargs=self.environment_kwargs,
                   plugin_manager=pm)
         try:
             result = rlm.completion("HELLO world")
@@ -559,7 +566,7 @@ class EnvironmentTests(_EnvironmentKit, kit=True):
             return next(turns) if is_root_turn(messages) else "ok"
 
         rlm = RLM(backend="scripted", backend_kwargs={"responder": respond},
-                  environment=self.environment_name, environment_kwargs=self.environment_kwargs,
+                  environment=self._name(), environment_kwargs=self.environment_kwargs,
                   plugin_manager=pm, persistent=True)
         try:
             got = [rlm.completion(f"task {k}") for k in range(completions)]
@@ -622,7 +629,7 @@ class EnvironmentTests(_EnvironmentKit, kit=True):
         plugin, kwargs = self._host_args()
         tmp = private_tmpdir()
         try:
-            host = start_host(plugin, self.environment_name, kwargs, tmpdir=tmp, mode="close",
+            host = start_host(plugin, self._name(), kwargs, tmpdir=tmp, mode="close",
                               timeout=self.startup_seconds + 60)
             host.proc.wait(60)
             opened = {path: oct(mode) for path, (mode, _) in host.info["files"].items()
@@ -643,12 +650,12 @@ class EnvironmentTests(_EnvironmentKit, kit=True):
         plugin, kwargs = self._host_args()
         tmp = private_tmpdir()
         try:
-            host = start_host(plugin, self.environment_name, kwargs, tmpdir=tmp,
+            host = start_host(plugin, self._name(), kwargs, tmpdir=tmp,
                               timeout=self.startup_seconds + 60)
             host.kill(signal.SIGKILL)
             left = self._gone(host, 10.0)
             assert not left, f"still running 10 s after the host was killed: {left}"
-            start_host(plugin, self.environment_name, kwargs, tmpdir=tmp, mode="close",
+            start_host(plugin, self._name(), kwargs, tmpdir=tmp, mode="close",
                        timeout=self.startup_seconds + 60).proc.wait(60)
             assert host.left_files() == [], (
                 f"the killed host's run files were not reaped by the next start: "
@@ -664,7 +671,7 @@ class EnvironmentTests(_EnvironmentKit, kit=True):
         plugin, kwargs = self._host_args()
         tmp = private_tmpdir()
         try:
-            host = start_host(plugin, self.environment_name, kwargs, tmpdir=tmp,
+            host = start_host(plugin, self._name(), kwargs, tmpdir=tmp,
                               timeout=self.startup_seconds + 60)
             host.kill(signal.SIGTERM)
             assert host.proc.returncode == -signal.SIGTERM, "SIGTERM must still end the host"
@@ -1071,7 +1078,7 @@ class EscapeTests(_EnvironmentKit, kit=True):
     @classmethod
     def escape_env(cls, escape_target: EscapeTarget) -> Iterator[Any]:
         host = RecordingHost(api_key=escape_target.secret)
-        env = cls.started(cls(), host)  # type: ignore[arg-type]
+        env = cls.started(cls(), host)
         env.add_context("nothing to see", 0)
         try:
             yield env
