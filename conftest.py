@@ -22,7 +22,7 @@ SKIP_GROUPS: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
     (group, re.compile(pattern, re.I), command) for group, pattern, command in (
         ("live services", r"\blive\b|RLM_LIVE_TESTS",
          "RLM_LIVE_TESTS=1 and the service's credentials (named in each reason; -rs shows them)"),
-        ("docker", r"docker|gvisor|runsc", f"bash scripts/ci/docker.sh && {DOCKER_HOST}"),
+        ("docker", r"docker|gvisor|runsc|the test image", f"bash scripts/ci/docker.sh && {DOCKER_HOST}"),
         ("pyodide", r"pyodide|deno", "bash scripts/ci/pyodide.sh"),
         ("bubblewrap", r"bubblewrap|bwrap|setpriv", "bash scripts/ci/sandbox.sh"),
         ("chromium", r"chromium", "bash scripts/ci/chromium.sh"),
@@ -30,7 +30,16 @@ SKIP_GROUPS: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
         ("ray", r"\bray\b", "bash scripts/ci/ray.sh"),
         ("embedded model", r"xllamacpp|weights", "bash scripts/bootstrap.sh"),
         ("PyPI name list", r"list of PyPI", "RLM_PYPI_NAME_LIST=<a name<TAB>... list of PyPI>"),
+        ("uv on PATH", r"\buv is needed",
+         'PATH="$PWD/.venv/bin:$PATH" bash scripts/test.sh tests/test_third_party_plugin.py'),
+        ("python packages", r"not installed|SDK|could not import", "bash scripts/bootstrap.sh"),
     ))
+
+
+#: Skips no command enables: what a plugin declares it does not have or do.
+BY_DESIGN = re.compile(r"^capability '|is off for|declares no|sets no|takes no|cannot produce|"
+                       r"does not record|has no interrupt|takes Python callables|"
+                       r"in a process of their own|cannot have their own", re.I)
 
 
 def skip_reason(report: pytest.TestReport) -> str:
@@ -42,6 +51,8 @@ def skip_reason(report: pytest.TestReport) -> str:
 
 def skip_group(reason: str) -> tuple[str, str] | None:
     """``(group, command)`` for a skip reason, or ``None``: nothing enables it here."""
+    if BY_DESIGN.search(reason):
+        return None
     for group, pattern, command in SKIP_GROUPS:
         if pattern.search(reason):
             return group, command
@@ -67,7 +78,7 @@ def write_skip_table(terminalreporter: pytest.TerminalReporter,
             other += 1
         else:
             counts[found] = counts.get(found, 0) + 1
-    rows = sorted(counts.items(), key=lambda kv: -kv[1])
+    rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0][0]))  # most first, then by name
     width = max([len(group) for (group, _), _ in rows] + [len("group")])
     terminalreporter.write_sep("=", "skipped groups (the command that enables each)")
     terminalreporter.write_line(f"{'group':<{width}}  {'skipped':>7}  command")
