@@ -70,6 +70,9 @@ class BackendTests(StandardTests, kit=True):
                               "package beyond the standard library, rlm and its own"),
         "api_key": (True, "the backend takes an API key (`api_key_argument`) and sends it with "
                           "every request"),
+        "retries": (False, "the backend retries what may succeed later (429 honouring Retry-After "
+                           "up to its cap, 5xx, stalls past the timeout, reset connections) up to "
+                           "its retry limit, and nothing else (`retry_kwargs`)"),
     }
     REQUIRED = {
         "plugin": "the plugin module (or its dotted name) that registers the backend",
@@ -96,6 +99,13 @@ class BackendTests(StandardTests, kit=True):
     provider_model_name: ClassVar[str | None] = None
     #: Seconds ``close()`` gets to have every connection to the provider closed.
     close_grace: ClassVar[float] = 3.0
+    #: The backend's arguments for the settings the retry tests make (capability ``retries``):
+    #: ``max_retries`` (retries after the first attempt), ``base_delay`` (the backoff's first
+    #: wait, seconds) and ``max_delay`` (the cap on any wait, Retry-After included). A setting
+    #: the backend lacks maps to ``None`` (the tests that need it skip).
+    retry_kwargs: ClassVar[dict[str, str | None]] = {
+        "max_retries": "max_retries", "base_delay": "retry_base_delay",
+        "max_delay": "retry_max_delay"}
 
     # -- what a subclass may override ----------------------------------------------------
     @pytest.fixture
@@ -488,6 +498,166 @@ class BackendTests(StandardTests, kit=True):
         provider.stall(self.timeout_seconds + self.timeout_grace + 1)
         provider.reply("too late")
         self._expect_timeout(lambda: asyncio.run(backend.acompletion(MESSAGES)))
+
+    # -- retries ---------------------------------------------------------------------------
+    def _retrying(self, make_backend: Any, *, max_retries: int = 2, base_delay: float = 0.001,
+                  max_delay: float | None = None, **extra: Any) -> Any:
+        """The backend with these retry settings (``retry_kwargs`` names its arguments)."""
+        kwargs: dict[str, Any] = {}
+        for knob, value in (("max_retries", max_retries), ("base_delay", base_delay),
+                            ("max_delay", max_delay)):
+            arg = self.retry_kwargs.get(knob)
+            if value is not None and arg:
+                kwargs[arg] = value
+            elif value is not None and knob != "base_delay":
+                pytest.skip(f"{type(self).__qualname__}.retry_kwargs maps {knob!r} to no argument")
+        return make_backend(**kwargs, **extra)
+
+    def _finishes(self, call: Any, limit: float, what: str) -> Any:
+        """``call()`` in a daemon thread: its value (or its error, raised), failing after ``limit``
+        seconds instead of hanging."""
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["value"] = call()
+            except BaseException as exc:  # noqa: BLE001
+                box["error"] = exc
+
+        worker = threading.Thread(target=run, daemon=True, name="rlm-testkit-retry")
+        worker.start()
+        worker.join(limit)
+        if worker.is_alive():
+            pytest.fail(f"{what}: the call was still running after {limit:.1f} s")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def _count(self, provider: ScriptedProvider, expected: int, why: str) -> None:
+        got = len(provider.requests)
+        assert got == expected, f"the provider received {got} request(s), expected {expected}: {why}"
+
+    @requires("retries")
+    def test_retry_after_is_honoured(self, make_backend: Any, provider: ScriptedProvider) -> None:
+        """A 429 asking to wait 0.3 s (with the backoff itself at 0) is retried after 0.3 s."""
+        self._supports(provider.fail, "retry_after")
+        provider.respond_with(self._echo)
+        provider.fail("rate_limit", retry_after=0.3)
+        backend = self._retrying(make_backend, base_delay=0.0)
+        t0 = time.perf_counter()
+        response = self._finishes(lambda: backend.completion(MESSAGES), self.call_timeout,
+                                  "a 429 with Retry-After: 0.3")
+        elapsed = time.perf_counter() - t0
+        assert response.text == self._echo(MESSAGES)
+        self._count(provider, 2, "a 429 is retried once the wait is over")
+        assert elapsed >= 0.28, (f"the provider asked for 0.3 s (Retry-After) and the retry came "
+                                 f"after {elapsed:.2f} s: wait what the provider asks")
+
+    @requires("retries")
+    def test_retry_after_is_capped(self, make_backend: Any, provider: ScriptedProvider) -> None:
+        """A Retry-After of an hour waits no longer than the backend's maximum delay (0.05 s)."""
+        self._supports(provider.fail, "retry_after")
+        provider.respond_with(self._echo)
+        provider.fail("rate_limit", retry_after=3600)
+        backend = self._retrying(make_backend, max_delay=0.05)
+        response = self._finishes(lambda: backend.completion(MESSAGES), 3.0,
+                                  "Retry-After: 3600 with a maximum delay of 0.05 s (cap the wait)")
+        assert response.text == self._echo(MESSAGES)
+        self._count(provider, 2, "a 429 is retried")
+
+    @requires("retries")
+    def test_rate_limit_after_max_retries_raises(self, make_backend: Any,
+                                                 provider: ScriptedProvider) -> None:
+        """When every attempt is rate limited, the last 429 raises RateLimitError, keeping the
+        provider's Retry-After in ``retry_after``, after exactly ``1 + max_retries`` attempts."""
+        from rlm.exceptions import RateLimitError
+
+        self._supports(provider.fail, "retry_after")
+        provider.respond_with(self._echo)
+        for _ in range(4):
+            provider.fail("rate_limit", retry_after=0.01)
+        backend = self._retrying(make_backend, max_retries=2)
+        with pytest.raises(RateLimitError) as info:
+            self._finishes(lambda: backend.completion(MESSAGES), self.call_timeout,
+                           "four 429s with max_retries=2")
+        self._count(provider, 3, "max_retries=2 is one attempt and two retries")
+        assert info.value.retry_after == pytest.approx(0.01), (
+            f"RateLimitError.retry_after is {info.value.retry_after!r}; the provider asked for "
+            "0.01 s: keep it (the caller's own backoff reads it)")
+
+    @requires("retries")
+    @pytest.mark.parametrize("status", [500, 503])
+    def test_server_errors_are_retried(self, make_backend: Any, provider: ScriptedProvider,
+                                       status: int) -> None:
+        """A 5xx is retried; when every attempt fails, ServerError after ``1 + max_retries``."""
+        from rlm.exceptions import ServerError
+
+        self._supports(provider.fail, "status")
+        self._expect_fault(provider, "server")
+        provider.respond_with(self._echo)
+        provider.fail("server", status=status)
+        assert self._retrying(make_backend).completion(MESSAGES).text == self._echo(MESSAGES)
+        self._count(provider, 2, f"an HTTP {status} is retried")
+        for _ in range(3):
+            provider.fail("server", status=status)
+        with pytest.raises(ServerError):
+            self._retrying(make_backend, max_retries=2).completion(MESSAGES)
+        self._count(provider, 2 + 3, "max_retries=2 is one attempt and two retries")
+
+    @requires("retries", "timeout")
+    def test_stall_is_a_timeout_and_retried(self, make_backend: Any,
+                                            provider: ScriptedProvider) -> None:
+        """A request that outlives the timeout is abandoned and retried (the retry answers)."""
+        provider.respond_with(self._echo)
+        provider.stall(self.timeout_seconds + self.timeout_grace + 1)
+        backend = self._retrying(make_backend, max_retries=1,
+                                 **self.timeout_kwargs(self.timeout_seconds))
+        response = self._finishes(lambda: backend.completion(MESSAGES),
+                                  self.timeout_seconds + self.timeout_grace,
+                                  f"a stalled request with a {self.timeout_seconds} s timeout "
+                                  "and max_retries=1 (time out, then retry)")
+        assert response.text == self._echo(MESSAGES)
+        self._count(provider, 2, "the stalled request times out and is retried")
+
+    @requires("retries")
+    def test_reset_connection_is_retried(self, make_backend: Any,
+                                         provider: ScriptedProvider) -> None:
+        """A connection reset is retried; when every attempt is reset, BackendConnectionError."""
+        from rlm.exceptions import BackendConnectionError
+
+        self._expect_fault(provider, "connection")
+        provider.respond_with(self._echo)
+        provider.fail("connection")
+        assert self._retrying(make_backend).completion(MESSAGES).text == self._echo(MESSAGES)
+        self._count(provider, 2, "a reset connection is retried")
+        provider.fail("connection")
+        provider.fail("connection")
+        with pytest.raises(BackendConnectionError):
+            self._retrying(make_backend, max_retries=1).completion(MESSAGES)
+
+    @requires("retries", "async_calls")
+    def test_async_calls_retry(self, make_backend: Any, provider: ScriptedProvider) -> None:
+        """``acompletion`` retries a 429, a 5xx and a reset like ``completion`` does."""
+        provider.respond_with(self._echo)
+        for kind in ("rate_limit", "server", "connection"):
+            self._expect_fault(provider, kind)
+            provider.fail(kind)
+        response = self._run(self._retrying(make_backend, max_retries=3).acompletion(MESSAGES))
+        assert response.text == self._echo(MESSAGES)
+        self._count(provider, 4, "three retryable failures, then the answer")
+
+    @requires("retries")
+    @pytest.mark.parametrize("kind", ["auth", "bad_response", "context_window"])
+    def test_what_cannot_succeed_is_not_retried(self, make_backend: Any,
+                                                provider: ScriptedProvider, kind: str) -> None:
+        """A wrong key, a malformed answer or a too-long prompt raises at once (a retry would
+        answer here: the provider only fails once)."""
+        expected = self._expect_fault(provider, kind)
+        provider.respond_with(self._echo)
+        provider.fail(kind)
+        with pytest.raises(expected):
+            self._retrying(make_backend).completion(MESSAGES)
+        self._count(provider, 1, f"a {kind!r} failure cannot succeed on retry: raise it at once")
 
     # -- concurrency -----------------------------------------------------------------------
     @staticmethod

@@ -5,14 +5,18 @@
   environment and ``scripted`` backend the end-to-end tests run with).
 * :class:`RecordingSink`: a logger sink that keeps every event of a run, thread-safe.
 * :func:`scripted_rlm_reply`: a ```` ```repl ```` reply that finishes a run with a given answer.
+* :func:`backend_factory`, :func:`clean_env_fixture`, :func:`echo_server_fixture`: the fixtures
+  of a backend's own tests (build backends with test defaults and close them; keep the
+  developer's credentials out; a kit server answering ``"echo: <last message>"``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -91,6 +95,62 @@ def _plugin_name(obj: object) -> str:
 def scripted_rlm_reply(answer: str) -> str:
     """A root-model reply whose ```` ```repl ```` cell sets ``answer`` and finishes the run."""
     return f"```repl\nanswer['content'] = {answer!r}\nanswer['ready'] = True\n```"
+
+
+@contextlib.contextmanager
+def backend_factory(backend_class: Callable[..., Any],
+                    **defaults: Any) -> Iterator[Callable[..., Any]]:
+    """``make(cls=backend_class, **kwargs)``: a backend built with ``defaults`` under
+    ``kwargs``; on leaving the block every backend built is closed (in the order built).
+
+    A backend's ``make_backend`` fixture is ``with backend_factory(MyBackend, base_url=...,
+    retry_base_delay=0.001) as make: yield make``. Not thread-safe: build from the test's thread.
+    """
+    built: list[Any] = []
+
+    def make(cls: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+        backend = (cls or backend_class)(**{**defaults, **kwargs})
+        built.append(backend)
+        return backend
+
+    try:
+        yield make
+    finally:
+        for backend in built:
+            backend.close()
+
+
+def clean_env_fixture(*names: str) -> Any:
+    """An autouse pytest fixture unsetting the environment variables ``names`` for each test, so
+    no real credential or endpoint of the developer's shell reaches the backend under test.
+    Assign it in a conftest or test module: ``_clean_env = clean_env_fixture("MY_API_KEY")``."""
+    import pytest
+
+    @pytest.fixture(autouse=True)
+    def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+        for name in names:
+            monkeypatch.delenv(name, raising=False)
+
+    return _clean_env
+
+
+def echo_reply(messages: list[dict[str, Any]], body: Any = None) -> str:
+    """A responder for the kit's servers: ``"echo: <content of the last message>"``."""
+    return f"echo: {messages[-1]['content']}"
+
+
+def echo_server_fixture(server_class: Callable[..., Any], **kwargs: Any) -> Any:
+    """A pytest fixture: ``server_class(responder=echo_reply, **kwargs)`` (a server of
+    :mod:`rlm_testkit.servers`) started for the test and stopped after it. Assign it under the
+    fixture's name: ``server = echo_server_fixture(OpenAICompatibleServer)``."""
+    import pytest
+
+    @pytest.fixture
+    def server() -> Iterator[Any]:
+        with server_class(responder=echo_reply, **kwargs) as srv:
+            yield srv
+
+    return server
 
 
 def is_root_turn(messages: list[dict[str, Any]]) -> bool:

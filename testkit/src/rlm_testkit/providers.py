@@ -84,10 +84,13 @@ class ScriptedProvider:
         """Answer every request after the queued replies with ``responder(messages)``."""
         raise NotImplementedError
 
-    def fail(self, kind: str, message: str | None = None) -> None:
+    def fail(self, kind: str, message: str | None = None, *, retry_after: float | None = None,
+             status: int | None = None) -> None:
         """Make the next request fail in the way ``kind`` (a key of :data:`FAULTS`) names; for
         the faults that carry one (``auth``, ``rate_limit``, ``server``), the provider's error
-        message is ``message`` when given."""
+        message is ``message`` when given. ``retry_after``: seconds the provider asks the client
+        to wait (``Retry-After``, or the wire format's own field); ``status``: the HTTP status of
+        a ``server`` fault (default: the provider's usual one)."""
         raise NotImplementedError
 
     def stall(self, seconds: float) -> None:
@@ -153,13 +156,14 @@ class OpenAIServerProvider(ScriptedProvider):
     def respond_with(self, responder: Callable[[list[Message]], str]) -> None:
         self.server.responder = lambda messages, body: responder(messages)
 
-    def fail(self, kind: str, message: str | None = None) -> None:
+    def fail(self, kind: str, message: str | None = None, *, retry_after: float | None = None,
+             status: int | None = None) -> None:
         from rlm_testkit.servers import Fault
 
         faults = {
             "auth": Fault("status", status=401, body=message),
-            "rate_limit": Fault("status", status=429, body=message),
-            "server": Fault("status", status=500, body=message),
+            "rate_limit": Fault("status", status=429, body=message, retry_after=retry_after),
+            "server": Fault("status", status=status or 500, body=message),
             "connection": Fault("reset"),
             "bad_response": Fault("malformed"),
             "context_window": Fault("status", status=400, body={"error": {
@@ -224,11 +228,12 @@ class InProcessProvider(ScriptedProvider):
     def respond_with(self, responder: Callable[[list[Message]], str]) -> None:
         self._responder = responder
 
-    def fail(self, kind: str, message: str | None = None) -> None:
+    def fail(self, kind: str, message: str | None = None, *, retry_after: float | None = None,
+             status: int | None = None) -> None:
         if kind not in FAULTS:
             raise ValueError(f"unknown fault {kind!r}; faults are {', '.join(sorted(FAULTS))}")
         with self._lock:
-            self._queue.append(("fail", kind, message))
+            self._queue.append(("fail", kind, message, retry_after, status))
 
     def stall(self, seconds: float) -> None:
         with self._lock:
@@ -254,9 +259,11 @@ class InProcessProvider(ScriptedProvider):
             text = self._responder(msgs)
             return ModelResponse(text, _estimate(msgs, text), self.model, "stop")
         if item[0] == "fail":
-            _, kind, message = item
+            _, kind, message, retry_after, status = item
+            extra: dict[str, Any] = {"retry_after": retry_after} if kind == "rate_limit" else {}
             raise FAULTS[kind](message or f"scripted {kind} fault (rlm_testkit.InProcessProvider)",
-                               backend="in-process", model=self.model)
+                               backend="in-process", model=self.model, status_code=status,
+                               **extra)
         _, text, inp, out, cost, usage, model, finish = item
         if not usage:
             est = _estimate(msgs, text)

@@ -18,19 +18,21 @@ from broken_impl import GoodBackend
 from rlm.exceptions import (BackendConnectionError, BackendError, BackendTimeoutError,
                             BadResponseError, ConfigurationError)
 from rlm.plugin import BaseBackend, ModelResponse, Usage
-from rlm_backend_support import (error_for_status, error_message_of, estimated_usage,
-                                 reported_cost)
+from rlm_backend_support import (RetryPolicy, error_for_status, error_message_of,
+                                 estimated_usage, parse_retry_after, reported_cost)
 
 
 class GoodHttpBackend(BaseBackend):
-    """``model_name``, ``base_url`` (``http://host:port/v1``), ``api_key``, ``timeout``.
+    """``model_name``, ``base_url`` (``http://host:port/v1``), ``api_key``, ``timeout``,
+    ``max_retries``, ``retry_base_delay``, ``retry_max_delay`` (rlm_backend_support.RetryPolicy).
 
     Connections are kept alive in a pool (one per concurrent call) and closed by ``close()``;
     ``acompletion`` is BaseBackend's (the blocking call in a worker thread).
     """
 
     def __init__(self, model_name: str, base_url: str, api_key: str | None = None,
-                 timeout: float = 30.0):
+                 timeout: float = 30.0, max_retries: int = 2, retry_base_delay: float = 0.5,
+                 retry_max_delay: float = 30.0):
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ConfigurationError(f"good-http: base_url must be http://host:port/..., got "
@@ -38,6 +40,7 @@ class GoodHttpBackend(BaseBackend):
         self.model_name = model_name
         self.api_key = api_key
         self.timeout = timeout
+        self.retry = RetryPolicy(max_retries, retry_base_delay, retry_max_delay, name="good-http")
         self._host, self._port = parts.hostname, parts.port or 80
         self._path = parts.path.rstrip("/") + "/chat/completions"
         self._lock = threading.Lock()
@@ -79,7 +82,7 @@ class GoodHttpBackend(BaseBackend):
             conn.close()
 
     # -- the call --------------------------------------------------------------------------
-    def _post(self, body: dict[str, Any]) -> tuple[int, bytes]:
+    def _post(self, body: dict[str, Any]) -> tuple[int, bytes, float | None]:
         where = {"backend": "good-http", "model": self.model_name}
         conn = self._take()
         try:
@@ -95,17 +98,21 @@ class GoodHttpBackend(BaseBackend):
             raise BackendConnectionError(f"good-http: the connection broke: {exc!r}",
                                          **where) from None
         self._give_back(conn, not reply.will_close)
-        return reply.status, raw
+        return reply.status, raw, parse_retry_after(reply.headers)
 
     def completion(self, messages: Sequence[Any], **sampling: Any) -> ModelResponse:
+        return self.retry.call(lambda attempt: self._attempt(messages, sampling),
+                               lambda exc, attempt: BackendError(repr(exc), backend="good-http"))
+
+    def _attempt(self, messages: Sequence[Any], sampling: dict[str, Any]) -> ModelResponse:
         where = {"backend": "good-http", "model": self.model_name}
-        status, raw = self._post(self._body(messages, sampling))
+        status, raw, retry_after = self._post(self._body(messages, sampling))
         try:
             data = json.loads(raw)
         except ValueError:
             data = raw.decode("utf-8", "replace")
         if status >= 400:
-            raise self._error(status, data)
+            raise self._error(status, data, retry_after)
         try:
             choice = data["choices"][0]
             text = choice["message"]["content"] or ""
@@ -121,10 +128,10 @@ class GoodHttpBackend(BaseBackend):
         return ModelResponse(text, counted, data.get("model") or self.model_name,
                              choice.get("finish_reason"))
 
-    def _error(self, status: int, data: Any) -> BackendError:
+    def _error(self, status: int, data: Any, retry_after: float | None) -> BackendError:
         message, code, kind = error_message_of(data)
         return error_for_status(status, message, code=code, error_type=kind, backend="good-http",
-                                model=self.model_name)
+                                model=self.model_name, retry_after=retry_after)
 
 
 class NoModelBackend(GoodHttpBackend):
@@ -139,6 +146,13 @@ class NoKeyBackend(GoodHttpBackend):
 
     def _headers(self) -> dict[str, str]:
         return {"Content-Type": "application/json"}
+
+
+class NeverRetriesBackend(GoodHttpBackend):
+    """Bug: takes max_retries and makes one attempt whatever happens."""
+
+    def completion(self, messages: Sequence[Any], **sampling: Any) -> ModelResponse:
+        return self._attempt(messages, sampling)
 
 
 class LeaksConnectionsBackend(GoodHttpBackend):

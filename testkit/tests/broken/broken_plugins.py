@@ -5,7 +5,7 @@ from rlm.plugin import hookimpl
 BACKENDS = ("Good", "SwappedUsage", "DropsSampling", "WrapsErrors", "IgnoresTimeout", "SharedState",
             "BlocksLoop")
 HTTP_BACKENDS = ("GoodHttp", "NoModel", "NoKey", "LeaksConnections", "DropsFinishReason",
-                 "HidesErrorMessage")
+                 "HidesErrorMessage", "NeverRetries")
 ENVIRONMENTS = ("ZeroTime", "ShowsEverything", "ClaimsIsolation", "LeavesSidecar")
 
 

@@ -70,7 +70,8 @@ class _Http(OpenAICompatibleBackendTests):
 
     plugin = "broken_plugins"
     backend_kwargs = {"model_name": "kit-http", "api_key": "sk-kit-http"}
-    capabilities = {"cost": True}
+    no_retry_kwargs = {"max_retries": 0}
+    capabilities = {"cost": True, "retries": True}
 
 
 class TestGoodHttp(_Http):
@@ -87,6 +88,10 @@ class TestNoKey(_Http):
 
 class TestLeaksConnections(_Http):
     backend_name = "leaksconnections"
+
+
+class TestNeverRetries(_Http):
+    backend_name = "neverretries"
 
 
 class _Local(EnvironmentTests):
