@@ -4,36 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from rlm_testkit.helpers import backend_factory, clean_env_fixture, echo_server_fixture
 from rlm_testkit.servers import AnthropicCompatibleServer
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    """No real credentials or endpoints from the environment leak into a test."""
-    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def server():
-    with AnthropicCompatibleServer(responder=lambda messages, body: f"echo: {messages[-1]['content']}") as srv:
-        yield srv
+# no real credentials or endpoints from the environment leak into a test
+_clean_env = clean_env_fixture("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL")
+server = echo_server_fixture(AnthropicCompatibleServer)
 
 
 @pytest.fixture
 def make_backend(server):
     from rlm_backend_anthropic.client import AnthropicBackend
 
-    built = []
-
-    def make(**kw):
-        kw.setdefault("base_url", server.base_url)
-        kw.setdefault("retry_base_delay", 0.001)
-        kw.setdefault("timeout", 10.0)
-        backend = AnthropicBackend(**kw)
-        built.append(backend)
-        return backend
-
-    yield make
-    for backend in built:
-        backend.close()
+    with backend_factory(AnthropicBackend, base_url=server.base_url, retry_base_delay=0.001,
+                         timeout=10.0) as make:
+        yield make

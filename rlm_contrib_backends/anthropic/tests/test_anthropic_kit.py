@@ -34,11 +34,12 @@ class AnthropicServerProvider(ScriptedProvider):
     def respond_with(self, responder: Callable[[list[Any]], str]) -> None:
         self.server.responder = lambda messages, body: responder(messages)
 
-    def fail(self, kind: str, message: str | None = None) -> None:
+    def fail(self, kind: str, message: str | None = None, *, retry_after: float | None = None,
+             status: int | None = None) -> None:
         faults = {
             "auth": Fault("status", status=401, body=message),
-            "rate_limit": Fault("status", status=429, body=message),
-            "server": Fault("status", status=529, body=message),  # Anthropic's "overloaded"
+            "rate_limit": Fault("status", status=429, body=message, retry_after=retry_after),
+            "server": Fault("status", status=status or 529, body=message),  # Anthropic's "overloaded"
             "connection": Fault("reset"),
             "bad_response": Fault("malformed"),
             "context_window": Fault("status", status=400, body={"type": "error", "error": {
@@ -78,6 +79,7 @@ class TestAnthropicKit(BackendTests):
     backend_name = "anthropic"
     backend_kwargs = {"model_name": "claude-kit", "api_key": "sk-ant-kit-test"}
     no_retry_kwargs = {"max_retries": 0}
+    capabilities = {"retries": True}
     # No "cost" capability: Anthropic does not report a cost per call; the backend prices calls
     # from its table (tested in test_anthropic_backend.py), and "claude-kit" is not in it.
 

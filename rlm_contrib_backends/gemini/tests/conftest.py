@@ -4,37 +4,20 @@ from __future__ import annotations
 
 import pytest
 
+from rlm_testkit.helpers import backend_factory, clean_env_fixture, echo_server_fixture
 from rlm_testkit.servers import GeminiEmulator
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    """No real credentials, endpoints or Vertex switch from the environment leak into a test."""
-    for name in ("GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL",
-                 "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def emu():
-    with GeminiEmulator(responder=lambda messages, body: f"echo: {messages[-1]['content']}") as server:
-        yield server
+# no real credentials, endpoints or Vertex switch from the environment leak into a test
+_clean_env = clean_env_fixture("GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL",
+                               "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_CLOUD_PROJECT",
+                               "GOOGLE_CLOUD_LOCATION")
+emu = echo_server_fixture(GeminiEmulator)
 
 
 @pytest.fixture
 def make_backend(emu):
     from rlm_backend_gemini.client import GeminiBackend
 
-    built = []
-
-    def make(**kw):
-        kw.setdefault("base_url", emu.base_url)
-        kw.setdefault("retry_base_delay", 0.001)
-        kw.setdefault("timeout", 10.0)
-        backend = GeminiBackend(**kw)
-        built.append(backend)
-        return backend
-
-    yield make
-    for backend in built:
-        backend.close()
+    with backend_factory(GeminiBackend, base_url=emu.base_url, retry_base_delay=0.001,
+                         timeout=10.0) as make:
+        yield make

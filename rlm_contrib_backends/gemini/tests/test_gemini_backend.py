@@ -16,9 +16,7 @@ from hypothesis import strategies as st
 from rlm.exceptions import (AuthenticationError, BackendConnectionError, BackendError,
                             BackendTimeoutError, BadResponseError, ConfigurationError,
                             ContextWindowExceededError, RateLimitError, ServerError)
-from rlm.protocols import Backend
 from rlm_testkit.servers import Fault, GeminiEmulator, GeminiReply
-from rlm_testkit.servers.gemini import gemini_error_body
 from rlm_backend_gemini.client import GeminiBackend, to_contents
 
 MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
@@ -38,18 +36,6 @@ def test_entry_point_registered():
     entry = rlm.PluginManager().entry("backend", "gemini")
     assert entry.distribution == "rlm-backend-gemini"
     assert entry.load() is GeminiBackend
-
-
-def test_kernel_create(emu):
-    import rlm
-
-    backend = rlm.PluginManager().create("backend", "gemini", model_name="gemini-2.5-flash",
-                                         base_url=emu.base_url, api_key=SECRET)
-    try:
-        assert isinstance(backend, Backend)
-        assert backend.completion(MSGS).text == "echo: hello"
-    finally:
-        backend.close()
 
 
 # --- message translation -------------------------------------------------------------------
@@ -273,13 +259,9 @@ def test_key_never_in_repr_errors_or_logs(emu, make_backend, caplog):
 
 
 # --- faults --------------------------------------------------------------------------------
-
-
-def test_429_retry_info_is_honoured(emu, make_backend):
-    emu.inject(Fault("status", status=429, retry_after=0.3))
-    t0 = time.perf_counter()
-    assert make_backend(retry_base_delay=0.0).completion(MSGS).text == "echo: hello"
-    assert time.perf_counter() - t0 >= 0.28 and len(emu.requests) == 2
+# Retries (429 with its RetryInfo delay and the cap on it, 5xx, stalls, resets, the retry limit,
+# async) are the kit's: TestGeminiKit runs them (capability "retries"). What is Gemini's own
+# (a Retry-After header instead of RetryInfo, the 504, the messages) stays here.
 
 
 def test_retry_after_header_is_honoured_too(emu, make_backend):
@@ -291,25 +273,16 @@ def test_retry_after_header_is_honoured_too(emu, make_backend):
     assert time.perf_counter() - t0 >= 0.28
 
 
-def test_retry_delay_is_capped(emu, make_backend):
-    emu.inject(Fault("status", status=429, retry_after=3600))
-    t0 = time.perf_counter()
-    assert make_backend(retry_max_delay=0.05).completion(MSGS).text == "echo: hello"
-    assert time.perf_counter() - t0 < 2
-
-
-def test_rate_limit_after_retries(emu, make_backend):
-    for _ in range(4):
+def test_rate_limit_message_names_the_quota_and_the_attempts(emu, make_backend):
+    for _ in range(3):
         emu.inject(Fault("status", status=429, retry_after=0.01))
     with pytest.raises(RateLimitError) as info:
         make_backend(max_retries=2).completion(MSGS)
-    assert len(emu.requests) == 3 and info.value.retry_after == pytest.approx(0.01)
     assert "Resource has been exhausted" in str(info.value) and "after 3 attempts" in str(info.value)
 
 
-@pytest.mark.parametrize("status", [500, 503, 504])
-def test_5xx_are_retried(emu, make_backend, status):
-    emu.inject(Fault("status", status=status))
+def test_504_is_retried(emu, make_backend):
+    emu.inject(Fault("status", status=504))
     assert make_backend().completion(MSGS).text == "echo: hello"
     assert len(emu.requests) == 2
 
@@ -322,33 +295,17 @@ def test_overloaded_after_retries_is_a_server_error(emu, make_backend):
     assert info.value.status_code == 503
 
 
-def test_stall_is_a_timeout_and_retried(emu, make_backend):
-    emu.inject(Fault("stall", seconds=5))
-    t0 = time.perf_counter()
-    with pytest.raises(BackendTimeoutError, match="timeout"):
-        make_backend(timeout=0.3, max_retries=0).completion(MSGS)
-    assert time.perf_counter() - t0 < 2
-    emu.inject(Fault("stall", seconds=5))
-    assert make_backend(timeout=0.3, max_retries=1).completion(MSGS).text == "echo: hello"
-
-
-def test_timeout_sampling_argument_sets_one_call(emu, make_backend):
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_timeout_sampling_argument_sets_one_call(emu, make_backend, mode):
     backend = make_backend(timeout=30, max_retries=0)
+    call = (backend.completion if mode == "sync"
+            else lambda m, **kw: asyncio.run(backend.acompletion(m, **kw)))
     emu.inject(Fault("stall", seconds=5))
     t0 = time.perf_counter()
     with pytest.raises(BackendTimeoutError, match=r"\(0.3 s\)"):
-        backend.completion(MSGS, timeout=0.3)
+        call(MSGS, timeout=0.3)
     assert time.perf_counter() - t0 < 2
-    assert backend.completion(MSGS).text == "echo: hello"
-
-
-def test_reset_is_retried_then_a_connection_error(emu, make_backend):
-    emu.inject(Fault("reset"))
-    assert make_backend().completion(MSGS).text == "echo: hello"
-    for _ in range(2):
-        emu.inject(Fault("reset"))
-    with pytest.raises(BackendConnectionError):
-        make_backend(max_retries=1).completion(MSGS)
+    assert call(MSGS).text == "echo: hello"
 
 
 def test_unreachable_server(make_backend):
@@ -385,27 +342,6 @@ def test_other_4xx(emu, make_backend):
 def test_the_emulator_refuses_what_the_api_refuses(emu, make_backend):
     with pytest.raises(BackendError, match="Unknown name"):
         make_backend().completion(MSGS, extra_body={"generationConfig": {"bogus": 1}})
-
-
-def test_async_faults(emu, make_backend):
-    backend = make_backend(max_retries=2)
-    emu.inject(Fault("status", status=429, retry_after=0.01))
-    emu.inject(Fault("reset"))
-
-    async def main():
-        ok = await backend.acompletion(MSGS)
-        backend.retry.max_retries = 0
-        emu.inject(Fault("stall", seconds=5))
-        with pytest.raises(BackendTimeoutError):
-            await backend.acompletion(MSGS, timeout=0.3)
-        emu.inject(Fault("status", status=400, body=gemini_error_body(
-            400, "API key not valid. Please pass a valid API key.",
-            details=[{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}])))
-        with pytest.raises(AuthenticationError):
-            await backend.acompletion(MSGS)
-        return ok
-
-    assert asyncio.run(main()).text == "echo: hello"
 
 
 # --- lifecycle and counting ---------------------------------------------------------------

@@ -41,14 +41,15 @@ class GeminiEmulatorProvider(ScriptedProvider):
     def respond_with(self, responder: Callable[[list[Any]], str]) -> None:
         self.emu.responder = lambda messages, body: responder(messages)
 
-    def fail(self, kind: str, message: str | None = None) -> None:
+    def fail(self, kind: str, message: str | None = None, *, retry_after: float | None = None,
+             status: int | None = None) -> None:
         faults = {
             "auth": Fault("status", status=400, body=gemini_error_body(
                 400, message or "API key not valid. Please pass a valid API key.", details=[{
                     "@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
                     "domain": "googleapis.com"}])),
-            "rate_limit": Fault("status", status=429, body=message),
-            "server": Fault("status", status=503, body=message),
+            "rate_limit": Fault("status", status=429, body=message, retry_after=retry_after),
+            "server": Fault("status", status=status or 503, body=message),
             "connection": Fault("reset"),
             "bad_response": Fault("malformed"),
             "context_window": Fault("status", status=400, body=gemini_error_body(
@@ -83,6 +84,7 @@ class TestGeminiKit(BackendTests):
     backend_name = "gemini"
     backend_kwargs = {"model_name": "gemini-kit", "api_key": "AIza-kit-test-key"}
     no_retry_kwargs = {"max_retries": 0}
+    capabilities = {"retries": True}
     # No "cost" capability: the Gemini API reports no cost per call; the backend prices calls from
     # its own table (test_gemini_backend.py), and "gemini-kit" is not in it.
 

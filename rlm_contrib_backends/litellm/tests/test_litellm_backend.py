@@ -14,21 +14,14 @@ import sys
 import pytest
 
 from rlm.exceptions import AuthenticationError, ConfigurationError
+from rlm_testkit.helpers import clean_env_fixture, echo_server_fixture
 from rlm_testkit.servers import AnthropicCompatibleServer, AnthropicReply, OpenAICompatibleServer, Reply
 
 MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def oai():
-    with OpenAICompatibleServer(responder=lambda m, b: f"echo: {m[-1]['content']}") as srv:
-        yield srv
+_clean_env = clean_env_fixture("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY",
+                               "ANTHROPIC_BASE_URL")
+oai = echo_server_fixture(OpenAICompatibleServer)
 
 
 def test_plugin_and_client_modules_do_not_import_litellm():

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from rlm_testkit.helpers import backend_factory, clean_env_fixture, echo_server_fixture
 from rlm_testkit.servers import OpenAICompatibleServer
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    """No real credentials or endpoints from the environment leak into a test."""
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID",
-                 "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_AD_TOKEN",
-                 "OPENAI_API_VERSION"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def server():
-    with OpenAICompatibleServer(responder=lambda messages, body: f"echo: {messages[-1]['content']}") as srv:
-        yield srv
+# no real credentials or endpoints from the environment leak into a test
+_clean_env = clean_env_fixture("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID",
+                               "OPENAI_PROJECT_ID", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT",
+                               "AZURE_OPENAI_AD_TOKEN", "OPENAI_API_VERSION")
+server = echo_server_fixture(OpenAICompatibleServer)
 
 
 @pytest.fixture(params=["plain-http", "sdk"])
@@ -38,18 +30,11 @@ def make_backend(server, transport):
     """Build an OpenAIBackend on the test server with tiny backoff; closed after the test."""
     from rlm_backend_openai.client import OpenAIBackend
 
-    built = []
+    with backend_factory(OpenAIBackend, model_name="gpt-4o", retry_base_delay=0.001,
+                         timeout=10.0) as build:
+        def make(cls=OpenAIBackend, **kw):
+            if cls is OpenAIBackend:  # the Azure subclass takes azure_endpoint instead
+                kw.setdefault("base_url", server.base_url)
+            return build(cls, **kw)
 
-    def make(cls=OpenAIBackend, **kw):
-        if cls is OpenAIBackend:
-            kw.setdefault("base_url", server.base_url)
-        kw.setdefault("model_name", "gpt-4o")
-        kw.setdefault("retry_base_delay", 0.001)
-        kw.setdefault("timeout", 10.0)
-        backend = cls(**kw)
-        built.append(backend)
-        return backend
-
-    yield make
-    for backend in built:
-        backend.close()
+        yield make

@@ -6,7 +6,6 @@ import asyncio
 import email.utils
 import logging
 import math
-import subprocess
 import sys
 import time
 
@@ -45,15 +44,6 @@ def test_entry_point_registered_and_loads_client():
     assert azure.load() is AzureOpenAIBackend
 
 
-def test_plugin_module_imports_cheaply():
-    code = ("import sys, rlm_backend_openai, rlm_backend_openai.plugin as p; "
-            "assert callable(p.rlm_register_backends); "
-            "bad = [m for m in ('openai', 'httpx', 'httpx2', 'rlm_backend_openai.client') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
 def test_registration_hook_with_a_registrar():
     from rlm.plugin import Registrar
     from rlm_backend_openai import plugin
@@ -62,18 +52,6 @@ def test_registration_hook_with_a_registrar():
     plugin.rlm_register_backends(registrar=reg)
     assert sorted(reg.names()) == ["azure_openai", "openai"]
     assert reg.entries["openai"].description
-
-
-def test_kernel_create_builds_a_working_backend(server):
-    import rlm
-
-    backend = rlm.PluginManager().create("backend", "openai", model_name="gpt-4o-mini",
-                                         base_url=server.base_url, api_key=SECRET)
-    try:
-        assert isinstance(backend, Backend)
-        assert backend.completion(MSGS).text == "echo: hello"
-    finally:
-        backend.close()
 
 
 # --- construction ----------------------------------------------------------------------
@@ -351,33 +329,16 @@ def test_key_not_in_logs(server, make_backend, caplog):
 
 
 # --- faults and retries ------------------------------------------------------------------
+# Retries (429 with Retry-After and its cap, 5xx, stalls, resets, the retry limit) are the kit's:
+# test_openai_kit.py runs them (capability "retries", synchronous calls through the SDK, async
+# ones through the plain-HTTP client); the async tests below run both transports.
 
 
-def test_429_with_retry_after_is_retried_then_succeeds(server, make_backend):
+def test_retries_send_the_sdk_retry_count(server, make_backend):
     server.add_replies("after the rate limit")
-    server.inject(Fault("status", status=429, retry_after=0.3))
-    backend = make_backend(retry_base_delay=0.0)
-    t0 = time.perf_counter()
-    out = backend.completion(MSGS)
-    elapsed = time.perf_counter() - t0
-    assert out.text == "after the rate limit"
-    assert len(server.requests) == 2
-    assert elapsed >= 0.28  # the wait came from Retry-After, not from the (zero) backoff
+    server.inject(Fault("status", status=429, retry_after=0.01))
+    assert make_backend().completion(MSGS).text == "after the rate limit"
     assert server.headers[1]["x-stainless-retry-count"] == "1"
-
-
-def test_retry_after_is_capped(server, make_backend):
-    server.inject(Fault("status", status=429, retry_after=3600))
-    t0 = time.perf_counter()
-    assert make_backend(retry_max_delay=0.1).completion(MSGS).text == "echo: hello"
-    assert time.perf_counter() - t0 < 2
-
-
-def test_500_is_retried_then_succeeds(server, make_backend):
-    server.inject(Fault("status", status=500))
-    server.inject(Fault("status", status=503))
-    assert make_backend().completion(MSGS).text == "echo: hello"
-    assert len(server.requests) == 3
 
 
 def test_retry_cap_is_honoured_for_5xx(server, make_backend):
@@ -393,13 +354,10 @@ def test_retry_cap_is_honoured_for_5xx(server, make_backend):
     assert err.backend == "openai" and err.model == "gpt-4o"
 
 
-def test_rate_limit_after_retries(server, make_backend):
-    for _ in range(5):
-        server.inject(Fault("status", status=429, retry_after=0.01))
+def test_rate_limit_keeps_the_status_and_the_message(server, make_backend):
+    server.inject(Fault("status", status=429, retry_after=0.01))
     with pytest.raises(RateLimitError) as info:
-        make_backend(max_retries=3).completion(MSGS)
-    assert len(server.requests) == 4
-    assert info.value.retry_after == pytest.approx(0.01)
+        make_backend(max_retries=0).completion(MSGS)
     assert info.value.status_code == 429
     assert "Rate limit reached" in str(info.value)
 
@@ -427,28 +385,6 @@ def test_stall_beyond_timeout_is_a_timeout_error(server, make_backend):
         make_backend(timeout=0.2, max_retries=0).completion(MSGS)
     assert time.perf_counter() - t0 < 2
     assert "timeout" in str(info.value)
-
-
-def test_stall_is_retried(server, make_backend):
-    server.add_replies("stalled once", "second try")
-    server.inject(Fault("stall", seconds=5))
-    out = make_backend(timeout=0.2, max_retries=1).completion(MSGS)
-    assert out.text == "second try"
-    assert len(server.requests) == 2
-
-
-def test_reset_is_retried(server, make_backend):
-    server.inject(Fault("reset"))
-    assert make_backend().completion(MSGS).text == "echo: hello"
-    assert len(server.requests) == 2
-
-
-def test_reset_beyond_retries_is_a_connection_error(server, make_backend):
-    for _ in range(3):
-        server.inject(Fault("reset"))
-    with pytest.raises(BackendConnectionError):
-        make_backend(max_retries=2).completion(MSGS)
-    assert len(server.requests) == 3
 
 
 def test_unreachable_server_is_a_connection_error(make_backend):
