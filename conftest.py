@@ -1,5 +1,8 @@
 """Repository-wide pytest hooks (loaded for every run inside this checkout, whichever directory it
-starts from): the table of skipped groups at the end of a run.
+starts from): the table of skipped groups at the end of a run, and, under pytest-xdist's
+``--dist loadgroup`` (scripts/test.sh), each module whose tests share a module- or class-scoped
+fixture kept on one worker, so that fixture (a cluster, a container, a sub-run of pytest) is set
+up once, not once per worker.
 
 A test skips when something it needs is not on this machine (bubblewrap, a Docker daemon, Pyodide,
 Chromium, tmux, Ray) or not asked for (live services). The table groups the skips by their reason
@@ -42,6 +45,26 @@ BY_DESIGN = re.compile(r"^capability '|is off for|declares no|sets no|takes no|c
                        r"in a process of their own|cannot have their own", re.I)
 
 
+SHARED_SCOPES = {"module", "class", "package"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "xdist_group(name): tests that run on one xdist worker")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue  # a group of its own (the Ray cluster's)
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        if any(d and d[-1].scope in SHARED_SCOPES for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+
+
 def skip_reason(report: pytest.TestReport) -> str:
     """The reason a skipped report gives (``Skipped: `` dropped)."""
     longrepr = report.longrepr
@@ -79,7 +102,7 @@ def write_skip_table(terminalreporter: pytest.TerminalReporter,
         else:
             counts[found] = counts.get(found, 0) + 1
     rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0][0]))  # most first, then by name
-    width = max([len(group) for (group, _), _ in rows] + [len("group")])
+    width = max([len(group) for (group, _), _ in rows] + [len("group"), len("by design")])
     terminalreporter.write_sep("=", "skipped groups (the command that enables each)")
     terminalreporter.write_line(f"{'group':<{width}}  {'skipped':>7}  command")
     for (group, command), n in rows:
