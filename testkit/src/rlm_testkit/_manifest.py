@@ -21,6 +21,7 @@ STANDARD_TESTS: dict[str, tuple[str, ...]] = {
         "test_the_configured_model_is_sent",
         "test_the_reply_keeps_the_finish_reason_and_names_the_model",
         "test_the_api_key_is_sent",
+        "test_the_api_key_stays_hidden",
         "test_usage_is_reported",
         "test_async_usage_is_reported",
         "test_missing_usage_is_estimated",

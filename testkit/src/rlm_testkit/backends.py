@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import os
 import secrets
 import subprocess
@@ -70,6 +71,8 @@ class BackendTests(StandardTests, kit=True):
                               "package beyond the standard library, rlm and its own"),
         "api_key": (True, "the backend takes an API key (`api_key_argument`) and sends it with "
                           "every request"),
+        "key_hidden": (False, "the API key never shows in the backend's repr, a log record or an "
+                              "exception, even one quoting the provider's message that names it"),
         "retries": (False, "the backend retries what may succeed later (429 honouring Retry-After "
                            "up to its cap, 5xx, stalls past the timeout, reset connections) up to "
                            "its retry limit, and nothing else (`retry_kwargs`)"),
@@ -350,6 +353,46 @@ class BackendTests(StandardTests, kit=True):
                 f"the backend was given {self.api_key_argument}={key!r} but a request carried "
                 f"{sorted(provider.credentials_of(request)) or 'no credentials'}: send the key "
                 "(for OpenAI-compatible servers: Authorization: Bearer <key>)")
+
+    @requires("api_key", "key_hidden")
+    def test_the_api_key_stays_hidden(self, make_backend: Any, provider: ScriptedProvider,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+        """The API key never shows in ``repr``/``str`` of the backend or of its attributes, in a
+        log record (DEBUG included, over a call that is retried and whose usage is estimated),
+        or in an exception, even when the provider's error message quotes the key."""
+        self._supports(provider.fail, "message")
+        key = self.backend_kwargs.get(self.api_key_argument) or f"rlm-kit-{secrets.token_hex(8)}"
+        backend = make_backend(**{self.api_key_argument: key})
+        for shown in (repr(backend), str(backend), repr(getattr(backend, "__dict__", {}))):
+            assert key not in shown, (
+                f"the backend shows its API key: {shown[:300]!r}; hold it in a "
+                "rlm_backend_support.Secret (its repr is '***')")
+        provider.respond_with(self._echo)
+        caller = backend
+        if self.has("retries"):
+            self._expect_fault(provider, "server")
+            provider.fail("server")
+            caller = self._retrying(make_backend, max_retries=1, **{self.api_key_argument: key})
+        provider.reply("no usage", usage=False)
+        with caplog.at_level(logging.DEBUG):
+            try:
+                caller.completion(MESSAGES)
+            except BackendError:
+                pass  # whether it retries is test_server_errors_are_retried's business
+        leaked = sorted({r.name for r in caplog.records if key in r.getMessage()})
+        assert not leaked, (f"log records of {', '.join(leaked)} contain the API key: redact it "
+                            "(rlm_backend_support.redact) before logging")
+        for kind in ("auth", "server"):
+            self._expect_fault(provider, kind)
+            provider.fail(kind, message=f"the key {key} is not valid here")
+            with pytest.raises(BackendError) as info:
+                backend.completion(MESSAGES)
+            err = info.value
+            for shown in (str(err), repr(err), err.provider_message or ""):
+                assert key not in shown, (
+                    f"the provider's {kind!r} error quoted the key and the "
+                    f"{type(err).__name__} repeats it: {shown[:300]!r}; redact the key "
+                    "(rlm_backend_support.redact) from the provider's message")
 
     @requires("errors")
     @pytest.mark.parametrize("kind", ["auth", "rate_limit", "server"])

@@ -18,8 +18,8 @@ from broken_impl import GoodBackend
 from rlm.exceptions import (BackendConnectionError, BackendError, BackendTimeoutError,
                             BadResponseError, ConfigurationError)
 from rlm.plugin import BaseBackend, ModelResponse, Usage
-from rlm_backend_support import (RetryPolicy, error_for_status, error_message_of,
-                                 estimated_usage, parse_retry_after, reported_cost)
+from rlm_backend_support import (RetryPolicy, Secret, error_for_status, error_message_of,
+                                 estimated_usage, parse_retry_after, redact, reported_cost)
 
 
 class GoodHttpBackend(BaseBackend):
@@ -38,7 +38,7 @@ class GoodHttpBackend(BaseBackend):
             raise ConfigurationError(f"good-http: base_url must be http://host:port/..., got "
                                      f"{base_url!r}")
         self.model_name = model_name
-        self.api_key = api_key
+        self.api_key = Secret(api_key)
         self.timeout = timeout
         self.retry = RetryPolicy(max_retries, retry_base_delay, retry_max_delay, name="good-http")
         self._host, self._port = parts.hostname, parts.port or 80
@@ -54,7 +54,7 @@ class GoodHttpBackend(BaseBackend):
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
+            headers["Authorization"] = f"Bearer {self.api_key.value}"
         return headers
 
     # -- connections -----------------------------------------------------------------------
@@ -130,8 +130,9 @@ class GoodHttpBackend(BaseBackend):
 
     def _error(self, status: int, data: Any, retry_after: float | None) -> BackendError:
         message, code, kind = error_message_of(data)
-        return error_for_status(status, message, code=code, error_type=kind, backend="good-http",
-                                model=self.model_name, retry_after=retry_after)
+        return error_for_status(status, redact(message or "", self.api_key) or None, code=code,
+                                error_type=kind, backend="good-http", model=self.model_name,
+                                retry_after=retry_after)
 
 
 class NoModelBackend(GoodHttpBackend):
@@ -153,6 +154,15 @@ class NeverRetriesBackend(GoodHttpBackend):
 
     def completion(self, messages: Sequence[Any], **sampling: Any) -> ModelResponse:
         return self._attempt(messages, sampling)
+
+
+class ShowsKeyBackend(GoodHttpBackend):
+    """Bug: an error message of the provider that quotes the API key is passed on as it is."""
+
+    def _error(self, status: int, data: Any, retry_after: float | None) -> BackendError:
+        message, code, kind = error_message_of(data)
+        return error_for_status(status, message, code=code, error_type=kind, backend="good-http",
+                                model=self.model_name, retry_after=retry_after)
 
 
 class LeaksConnectionsBackend(GoodHttpBackend):

@@ -5,7 +5,7 @@ from rlm.plugin import hookimpl
 BACKENDS = ("Good", "SwappedUsage", "DropsSampling", "WrapsErrors", "IgnoresTimeout", "SharedState",
             "BlocksLoop")
 HTTP_BACKENDS = ("GoodHttp", "NoModel", "NoKey", "LeaksConnections", "DropsFinishReason",
-                 "HidesErrorMessage", "NeverRetries")
+                 "HidesErrorMessage", "NeverRetries", "ShowsKey")
 ENVIRONMENTS = ("ZeroTime", "ShowsEverything", "ClaimsIsolation", "LeavesSidecar")
 
 

@@ -71,7 +71,7 @@ class _Http(OpenAICompatibleBackendTests):
     plugin = "broken_plugins"
     backend_kwargs = {"model_name": "kit-http", "api_key": "sk-kit-http"}
     no_retry_kwargs = {"max_retries": 0}
-    capabilities = {"cost": True, "retries": True}
+    capabilities = {"cost": True, "retries": True, "key_hidden": True}
 
 
 class TestGoodHttp(_Http):
@@ -92,6 +92,10 @@ class TestLeaksConnections(_Http):
 
 class TestNeverRetries(_Http):
     backend_name = "neverretries"
+
+
+class TestShowsKey(_Http):
+    backend_name = "showskey"
 
 
 class _Local(EnvironmentTests):
