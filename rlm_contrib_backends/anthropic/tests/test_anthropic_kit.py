@@ -79,7 +79,7 @@ class TestAnthropicKit(BackendTests):
     backend_name = "anthropic"
     backend_kwargs = {"model_name": "claude-kit", "api_key": "sk-ant-kit-test"}
     no_retry_kwargs = {"max_retries": 0}
-    capabilities = {"retries": True}
+    capabilities = {"retries": True, "key_hidden": True}
     # No "cost" capability: Anthropic does not report a cost per call; the backend prices calls
     # from its table (tested in test_anthropic_backend.py), and "claude-kit" is not in it.
 

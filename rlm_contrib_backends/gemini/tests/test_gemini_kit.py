@@ -84,7 +84,7 @@ class TestGeminiKit(BackendTests):
     backend_name = "gemini"
     backend_kwargs = {"model_name": "gemini-kit", "api_key": "AIza-kit-test-key"}
     no_retry_kwargs = {"max_retries": 0}
-    capabilities = {"retries": True}
+    capabilities = {"retries": True, "key_hidden": True}
     # No "cost" capability: the Gemini API reports no cost per call; the backend prices calls from
     # its own table (test_gemini_backend.py), and "gemini-kit" is not in it.
 

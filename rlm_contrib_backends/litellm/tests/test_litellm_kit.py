@@ -15,7 +15,7 @@ class TestLiteLLMKit(OpenAICompatibleBackendTests):
     backend_name = "litellm"
     backend_kwargs = {"model_name": "openai/kit-model", "api_key": "kit-test-key"}
     no_retry_kwargs = {"max_retries": 0}
-    capabilities = {"retries": True}
+    capabilities = {"retries": True, "key_hidden": True}
     provider_model_name = "kit-model"  # LiteLLM routes "openai/kit-model" to the server as "kit-model"
 
     def connect_kwargs(self, provider: Any) -> dict[str, Any]:

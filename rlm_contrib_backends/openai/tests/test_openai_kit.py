@@ -12,5 +12,6 @@ class TestOpenAIBackend(OpenAICompatibleBackendTests):
     backend_name = "openai"
     backend_kwargs = {"model_name": "kit-model", "api_key": "sk-kit-test"}
     no_retry_kwargs = {"max_retries": 0}
-    capabilities = {"cost": True, "retries": True}  # usage.cost from the server (OpenRouter style) is kept
+    # usage.cost from the server (OpenRouter style) is kept
+    capabilities = {"cost": True, "retries": True, "key_hidden": True}
 

@@ -10,4 +10,4 @@ class TestOpenrouterKit(OpenAICompatibleBackendTests):
     backend_name = "openrouter"
     backend_kwargs = {"model_name": "kit-model", "api_key": "kit-test-key"}
     no_retry_kwargs = {"max_retries": 0}
-    capabilities = {"cost": True, "retries": True}
+    capabilities = {"cost": True, "retries": True, "key_hidden": True}
