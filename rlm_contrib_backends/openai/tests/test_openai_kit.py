@@ -12,6 +12,6 @@ class TestOpenAIBackend(OpenAICompatibleBackendTests):
     backend_name = "openai"
     backend_kwargs = {"model_name": "kit-model", "api_key": "sk-kit-test"}
     no_retry_kwargs = {"max_retries": 0}
-    # usage.cost from the server (OpenRouter style) is kept
-    capabilities = {"cost": True, "retries": True, "key_hidden": True}
+    capabilities = {"cost": True,  # usage.cost from the server (OpenRouter style) is kept
+                    "retries": True, "key_hidden": True}
 

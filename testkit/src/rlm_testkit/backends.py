@@ -53,6 +53,24 @@ _texts = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\r
 _tokens = st.integers(min_value=0, max_value=2_000_000)
 
 
+def _bounded(call: Any, limit: float, name: str) -> dict[str, Any] | None:
+    """Run ``call()`` in a daemon thread (named ``name``) for at most ``limit`` seconds:
+    ``{"value": result}`` or ``{"error": exception}``, or ``None`` while it still runs (the thread
+    is left behind: a backend that hangs fails its test instead of hanging the session)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # noqa: BLE001
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True, name=name)
+    worker.start()
+    worker.join(limit)
+    return None if worker.is_alive() else box
+
+
 class BackendTests(StandardTests, kit=True):
     """The contract of a backend: replies, usage, errors, sampling, timeouts, concurrency."""
 
@@ -372,7 +390,8 @@ class BackendTests(StandardTests, kit=True):
         if self.has("retries"):
             self._expect_fault(provider, "server")
             provider.fail("server")
-            caller = self._retrying(make_backend, max_retries=1, **{self.api_key_argument: key})
+            keyed: dict[str, Any] = {self.api_key_argument: key}
+            caller = self._retrying(make_backend, max_retries=1, **keyed)
         provider.reply("no usage", usage=False)
         with caplog.at_level(logging.DEBUG):
             try:
@@ -503,20 +522,10 @@ class BackendTests(StandardTests, kit=True):
 
     def _expect_timeout(self, call: Any) -> None:
         """Run ``call`` in a daemon thread: a backend that ignores its timeout fails, never hangs."""
-        box: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                box["value"] = call()
-            except BaseException as exc:  # noqa: BLE001
-                box["error"] = exc
-
         t0 = time.perf_counter()
-        worker = threading.Thread(target=run, daemon=True, name="rlm-testkit-timeout")
-        worker.start()
-        worker.join(self.timeout_seconds + self.timeout_grace)
+        box = _bounded(call, self.timeout_seconds + self.timeout_grace, "rlm-testkit-timeout")
         elapsed = time.perf_counter() - t0
-        if worker.is_alive():
+        if box is None:
             pytest.fail(f"a call with a {self.timeout_seconds} s request timeout was still running "
                         f"after {elapsed:.1f} s: the backend does not honour its timeout")
         if "error" not in box:
@@ -559,18 +568,8 @@ class BackendTests(StandardTests, kit=True):
     def _finishes(self, call: Any, limit: float, what: str) -> Any:
         """``call()`` in a daemon thread: its value (or its error, raised), failing after ``limit``
         seconds instead of hanging."""
-        box: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                box["value"] = call()
-            except BaseException as exc:  # noqa: BLE001
-                box["error"] = exc
-
-        worker = threading.Thread(target=run, daemon=True, name="rlm-testkit-retry")
-        worker.start()
-        worker.join(limit)
-        if worker.is_alive():
+        box = _bounded(call, limit, "rlm-testkit-retry")
+        if box is None:
             pytest.fail(f"{what}: the call was still running after {limit:.1f} s")
         if "error" in box:
             raise box["error"]
@@ -580,33 +579,39 @@ class BackendTests(StandardTests, kit=True):
         got = len(provider.requests)
         assert got == expected, f"the provider received {got} request(s), expected {expected}: {why}"
 
+    def _echoed(self, response: Any, provider: ScriptedProvider, requests: int, why: str) -> None:
+        """``response`` is the provider's echo, reached in ``requests`` requests."""
+        assert response.text == self._echo(MESSAGES)
+        self._count(provider, requests, why)
+
+    def _rate_limited(self, provider: ScriptedProvider, retry_after: float, times: int = 1) -> None:
+        """The next ``times`` requests get a 429 asking to wait ``retry_after`` s; then echoes."""
+        self._supports(provider.fail, "retry_after")
+        provider.respond_with(self._echo)
+        for _ in range(times):
+            provider.fail("rate_limit", retry_after=retry_after)
+
     @requires("retries")
     def test_retry_after_is_honoured(self, make_backend: Any, provider: ScriptedProvider) -> None:
         """A 429 asking to wait 0.3 s (with the backoff itself at 0) is retried after 0.3 s."""
-        self._supports(provider.fail, "retry_after")
-        provider.respond_with(self._echo)
-        provider.fail("rate_limit", retry_after=0.3)
+        self._rate_limited(provider, 0.3)
         backend = self._retrying(make_backend, base_delay=0.0)
         t0 = time.perf_counter()
         response = self._finishes(lambda: backend.completion(MESSAGES), self.call_timeout,
                                   "a 429 with Retry-After: 0.3")
         elapsed = time.perf_counter() - t0
-        assert response.text == self._echo(MESSAGES)
-        self._count(provider, 2, "a 429 is retried once the wait is over")
+        self._echoed(response, provider, 2, "a 429 is retried once the wait is over")
         assert elapsed >= 0.28, (f"the provider asked for 0.3 s (Retry-After) and the retry came "
                                  f"after {elapsed:.2f} s: wait what the provider asks")
 
     @requires("retries")
     def test_retry_after_is_capped(self, make_backend: Any, provider: ScriptedProvider) -> None:
         """A Retry-After of an hour waits no longer than the backend's maximum delay (0.05 s)."""
-        self._supports(provider.fail, "retry_after")
-        provider.respond_with(self._echo)
-        provider.fail("rate_limit", retry_after=3600)
+        self._rate_limited(provider, 3600)
         backend = self._retrying(make_backend, max_delay=0.05)
         response = self._finishes(lambda: backend.completion(MESSAGES), 3.0,
                                   "Retry-After: 3600 with a maximum delay of 0.05 s (cap the wait)")
-        assert response.text == self._echo(MESSAGES)
-        self._count(provider, 2, "a 429 is retried")
+        self._echoed(response, provider, 2, "a 429 is retried")
 
     @requires("retries")
     def test_rate_limit_after_max_retries_raises(self, make_backend: Any,
@@ -615,10 +620,7 @@ class BackendTests(StandardTests, kit=True):
         provider's Retry-After in ``retry_after``, after exactly ``1 + max_retries`` attempts."""
         from rlm.exceptions import RateLimitError
 
-        self._supports(provider.fail, "retry_after")
-        provider.respond_with(self._echo)
-        for _ in range(4):
-            provider.fail("rate_limit", retry_after=0.01)
+        self._rate_limited(provider, 0.01, times=4)
         backend = self._retrying(make_backend, max_retries=2)
         with pytest.raises(RateLimitError) as info:
             self._finishes(lambda: backend.completion(MESSAGES), self.call_timeout,
@@ -659,8 +661,7 @@ class BackendTests(StandardTests, kit=True):
                                   self.timeout_seconds + self.timeout_grace,
                                   f"a stalled request with a {self.timeout_seconds} s timeout "
                                   "and max_retries=1 (time out, then retry)")
-        assert response.text == self._echo(MESSAGES)
-        self._count(provider, 2, "the stalled request times out and is retried")
+        self._echoed(response, provider, 2, "the stalled request times out and is retried")
 
     @requires("retries")
     def test_reset_connection_is_retried(self, make_backend: Any,
@@ -686,8 +687,7 @@ class BackendTests(StandardTests, kit=True):
             self._expect_fault(provider, kind)
             provider.fail(kind)
         response = self._run(self._retrying(make_backend, max_retries=3).acompletion(MESSAGES))
-        assert response.text == self._echo(MESSAGES)
-        self._count(provider, 4, "three retryable failures, then the answer")
+        self._echoed(response, provider, 4, "three retryable failures, then the answer")
 
     @requires("retries")
     @pytest.mark.parametrize("kind", ["auth", "bad_response", "context_window"])
