@@ -59,8 +59,10 @@ class LlamaCppBackend(OpenAIBackend):
         # base_url: a llama.cpp server you run yourself (llama-server); nothing is started here,
         # and the prompt profile, zero cost and defaults still apply.
         self._external_url: str | None = kwargs.pop("base_url", None)
-        self._external_key: str | None = kwargs.pop("api_key", None)
-        if self._external_url is None and self._external_key is not None:
+        # The key of that server goes to the OpenAI client below, which keeps it hidden; this
+        # backend keeps no copy of its own.
+        external_key: str | None = kwargs.pop("api_key", None)
+        if self._external_url is None and external_key is not None:
             raise ConfigurationError(
                 "llamacpp: api_key= is only for a server you run yourself (with base_url=); the "
                 "embedded server makes its own private key.")
@@ -111,7 +113,7 @@ class LlamaCppBackend(OpenAIBackend):
         self._server: EmbeddedServer | None = None
         self._server_lock = threading.Lock()
         self.model_origin: str | None = None
-        super().__init__(model_name, self._external_key, base_url=self._external_url or _PLACEHOLDER_URL,
+        super().__init__(model_name, external_key, base_url=self._external_url or _PLACEHOLDER_URL,
                          timeout=timeout, max_retries=max_retries, model=model, **kwargs)
         self._served_name = served_name
 
