@@ -16,4 +16,5 @@ class TestLlamaCppBackend(OpenAICompatibleBackendTests):
     backend_name = "llamacpp"
     backend_kwargs = {"model_name": "kit-model"}
     no_retry_kwargs = {"max_retries": 0}
-    capabilities = {"cost": False, "retries": True, "key_hidden": True}  # a local model costs 0.0, whatever the server says
+    # No "cost": a local model costs 0.0, whatever the server says.
+    capabilities = {"cost": False, "retries": True, "key_hidden": True}
