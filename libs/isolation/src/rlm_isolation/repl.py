@@ -204,8 +204,13 @@ class WorkerProcess:
                                          cwd=cwd, start_new_session=True, bufsize=0)
         except OSError as exc:
             raise RLMEnvironmentError(f"cannot start the {what} ({argv[0]}): {exc}") from exc
-        self._stdin = self.proc.stdin
-        self._stdout = self.proc.stdout
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._stdin: Any = self.proc.stdin
+        self._stdout: Any = self.proc.stdout
+        self._stdin_fd = self._stdin.fileno()
+        self._stdout_fd = self._stdout.fileno()
+        self._close_lock = threading.Lock()
+        self._killed = False
         self._err = StderrTail()
         threading.Thread(target=self._drain, name="rlm-worker-stderr", daemon=True).start()
 
@@ -226,14 +231,27 @@ class WorkerProcess:
         self._err.feed(decoder.decode(b"", final=True))
         self._err.close()
 
+    # The pipes stay open until the worker's output ends (``read`` sees EOF) or this object is
+    # gone, never closed by ``kill``: a reader thread may be between ``fileno()`` and
+    # ``os.read``, and a descriptor number closed under it can already belong to the next
+    # worker's pipe, whose first bytes it would then steal (the next channel sees garbage).
     def read(self, n: int) -> bytes:
-        return os.read(self._stdout.fileno(), n)  # type: ignore[union-attr]
+        if self._stdout is None:
+            return b""
+        data = os.read(self._stdout_fd, n)
+        if not data:
+            with self._close_lock:
+                if self._stdout is not None:
+                    self._stdout.close()
+                    self._stdout = None
+        return data
 
     def write(self, data: bytes) -> None:
-        fd = self._stdin.fileno()  # type: ignore[union-attr]
+        if self._killed:
+            raise BrokenPipeError(f"the {self.what} was stopped")
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(self._stdin_fd, view):]
 
     def stderr_tail(self, lines: int = 20) -> str:
         return self._err.text(lines)
@@ -254,11 +272,7 @@ class WorkerProcess:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover
             pass
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()  # type: ignore[union-attr]
-            except OSError:
-                pass
+        self._killed = True  # the pipes close when the output ends or this object goes (read)
 
 
 def describe_exit(code: int | None) -> str:
