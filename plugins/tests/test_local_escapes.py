@@ -1,6 +1,7 @@
-"""The escape suite: every attempt of ``rlm_testkit.environments.ESCAPE_ATTEMPTS`` against each
-environment. Isolated environments must block all of them; the local environment lists what it
-does not block (the same list is in plugins/README.md), and those attempts are never run.
+"""The escape suite on the local environment: every attempt of
+``rlm_testkit.environments.ESCAPE_ATTEMPTS``. Isolated environments must block all of them; the
+local environment lists what it does not block (the same list is in plugins/README.md), and those
+attempts are never run.
 
 The escape classes of the isolated environments live next to their conformance classes
 (``rlm_contrib_envs/*/tests/``): the kit's guard fails an ``isolated=True`` EnvironmentTests class
