@@ -180,7 +180,7 @@ class RunHost:
     def _route(self, model: str | None) -> tuple[Any, str, dict[str, Any], str]:
         run = self._run
         backend, label, overrides = run.rlm._route(model, run.depth + 1)
-        sampling = {**run.rlm.sub_sampling_args, **overrides}
+        sampling = {**run.rlm.settings.sub_sampling_args, **overrides}
         return backend, label, sampling, overrides.get("model") or backend.model_name
 
     def _started(self, kind: str, model_name: str, prompt: Any, call_id: str | None = None) -> str:
@@ -260,7 +260,7 @@ class RunHost:
         backend, label, sampling, model_name = self._route(model)
         loop = run.rlm._resources.loop.loop
         batch = _LLMBatch(loop)
-        limit = run.rlm.max_concurrent_subcalls
+        limit = run.rlm.settings.max_concurrent_subcalls
         child_depth = run.depth + 1
         records: list[RLMChatCompletion | None] = [None] * len(prompts)
         stopped = [False]
@@ -372,7 +372,7 @@ class RunHost:
     # -- recursive calls ---------------------------------------------------------------
     def rlm_query(self, prompt: Any, model: str | None = None) -> str:
         try:
-            if self._run.depth + 1 >= self._run.rlm.max_depth:
+            if self._run.depth + 1 >= self._run.rlm.settings.max_depth:
                 return self._llm_batch([prompt], model, recursive=True)[0]
             return self._children([prompt], model)[0]
         except Exception as exc:  # noqa: BLE001
@@ -385,7 +385,7 @@ class RunHost:
         if not prompts:
             return []
         try:
-            if self._run.depth + 1 >= self._run.rlm.max_depth:
+            if self._run.depth + 1 >= self._run.rlm.settings.max_depth:
                 # Past the recursion limit a recursive call is a plain model call.
                 return self._llm_batch(prompts, model, recursive=True)
             return self._children(prompts, model)
@@ -405,7 +405,7 @@ class RunHost:
         batch = _ChildBatch()
         next_index = iter(range(n))
         lock = threading.Lock()
-        workers = max(1, min(run.rlm.max_concurrent_subcalls, n))
+        workers = max(1, min(run.rlm.settings.max_concurrent_subcalls, n))
         remaining = [workers]
         all_done = threading.Event()
 
