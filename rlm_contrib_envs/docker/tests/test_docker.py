@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from rlm.exceptions import ConfigurationError, RLMEnvironmentError
 from rlm_env_docker.env import AttachedContainer, DockerREPL
 from rlm_env_docker.image import write_rootfs
-from rlm_env_docker.testing import ready
+from rlm_env_docker.testing import ready, runsc_registered
 from rlm_testkit.environments import RecordingHost
 
 IMAGE, REASON = ready()
@@ -24,19 +24,7 @@ needs_docker = pytest.mark.skipif(REASON is not None and os.environ.get("CI") !=
                                   reason=REASON or "")
 
 
-def _runsc_registered() -> bool:
-    if IMAGE is None:
-        return False
-    import docker
-
-    client = docker.from_env(version="auto")
-    try:
-        return "runsc" in (client.api.info().get("Runtimes") or {})
-    finally:
-        client.close()
-
-
-needs_runsc = pytest.mark.skipif(not _runsc_registered(),
+needs_runsc = pytest.mark.skipif(not runsc_registered(),
                                  reason="gVisor's runsc is not registered with the daemon "
                                         "(scripts/ci/docker.sh registers it when installed)")
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 import rlm_env_docker.plugin
-from rlm_env_docker.testing import ready
+from rlm_env_docker.testing import ready, runsc_registered
 from rlm_testkit.environments import EnvironmentTests, EscapeTests
 
 IMAGE, REASON = ready()
@@ -41,19 +41,7 @@ class TestDockerEscapes(EscapeTests):
                           "memory_limit": "512m", "disk_limit": "64m", "pids_limit": 32}
 
 
-def _runsc_registered() -> bool:
-    if IMAGE is None:
-        return False
-    import docker
-
-    client = docker.from_env(version="auto")
-    try:
-        return "runsc" in (client.api.info().get("Runtimes") or {})
-    finally:
-        client.close()
-
-
-@pytest.mark.skipif(not _runsc_registered(),
+@pytest.mark.skipif(not runsc_registered(),
                     reason="gVisor's runsc is not registered with the Docker daemon "
                            "(scripts/ci/docker.sh installs and registers it)")
 class TestDockerGVisorEscapes(TestDockerEscapes):

@@ -40,3 +40,17 @@ def ready() -> tuple[str | None, str | None]:
     finally:
         client.close()
     return image, None
+
+
+@functools.lru_cache(maxsize=1)
+def runsc_registered() -> bool:
+    """Whether the daemon :func:`ready` found has gVisor's ``runsc`` runtime registered."""
+    if ready()[0] is None:
+        return False
+    import docker
+
+    client = docker.from_env(version="auto")
+    try:
+        return "runsc" in (client.api.info().get("Runtimes") or {})
+    finally:
+        client.close()

@@ -107,6 +107,9 @@ class LocalCluster:
                     "RAY_raylet_start_wait_time_s": "240",
                     "RAY_agent_register_timeout_ms": "240000",
                     "RAY_worker_register_timeout_seconds": "240",
+                    # Idle workers stay (Ray stops them after 1 s past the soft limit): tests map a
+                    # result's worker pid to its node after the batch, when it may be idle.
+                    "RAY_idle_worker_killing_time_threshold_ms": "600000",
                     MARK: self.marker, NODE: node,
                     "RAY_AUTH_MODE": "token" if self.auth else "disabled"})
         if self.auth:
