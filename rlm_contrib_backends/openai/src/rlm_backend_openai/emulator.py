@@ -571,6 +571,17 @@ class OpenAICompatibleServer:
             self.paths.append(path)
             return self._faults.popleft() if self._faults else None
 
+    def _hold_reply(self, handler: Any, fault: Fault | None) -> bool:
+        """Wait out a scripted stall and the server's latency before a reply; False (and the
+        connection closed) when the server is stopping meanwhile, and no reply is to be sent."""
+        if fault is not None and fault.kind == "stall":
+            self._wait(DEFAULT_STALL_SECONDS if fault.seconds is None else fault.seconds)
+        self._wait(self.latency)
+        if self._stopping.is_set():
+            handler.close_connection = True
+            return False
+        return True
+
     def _chat(self, handler: _Handler, body: dict[str, Any], deployment: str | None, path: str) -> None:
         fault = self._take_request(handler, body, path)
 
@@ -592,11 +603,7 @@ class OpenAICompatibleServer:
                                      "server_error", "responder_error")
             return
 
-        if fault is not None and fault.kind == "stall":
-            self._wait(DEFAULT_STALL_SECONDS if fault.seconds is None else fault.seconds)
-        self._wait(self.latency)
-        if self._stopping.is_set():
-            handler.close_connection = True
+        if not self._hold_reply(handler, fault):
             return
 
         text = reply.text

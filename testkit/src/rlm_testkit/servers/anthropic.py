@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from rlm_backend_openai.emulator import (DEFAULT_STALL_SECONDS, OpenAICompatibleServer, Reply,
+from rlm_backend_openai.emulator import (OpenAICompatibleServer, Reply,
                             _default_error_message, _Handler,
                             _ScriptExhausted, estimate_tokens)
 
@@ -230,11 +230,7 @@ class AnthropicCompatibleServer(OpenAICompatibleServer):
                                      "api_error")
             return
 
-        if fault is not None and fault.kind == "stall":
-            self._wait(DEFAULT_STALL_SECONDS if fault.seconds is None else fault.seconds)
-        self._wait(self.latency)
-        if self._stopping.is_set():
-            handler.close_connection = True
+        if not self._hold_reply(handler, fault):
             return
 
         model = reply.model or body.get("model") or self.model

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from rlm_backend_openai.emulator import (DEFAULT_STALL_SECONDS, Fault, OpenAICompatibleServer, Reply,
+from rlm_backend_openai.emulator import (Fault, OpenAICompatibleServer, Reply,
                             _Handler, _ScriptExhausted, estimate_tokens)
 
 __all__ = ["GeminiEmulator", "GeminiReply", "gemini_error_body"]
@@ -359,11 +359,7 @@ class GeminiEmulator(OpenAICompatibleServer):
             handler._send_error_json(500, f"rlm_testkit.servers responder raised {type(exc).__name__}: {exc}")
             return
 
-        if fault is not None and fault.kind == "stall":
-            self._wait(DEFAULT_STALL_SECONDS if fault.seconds is None else fault.seconds)
-        self._wait(self.latency)
-        if self._stopping.is_set():
-            handler.close_connection = True
+        if not self._hold_reply(handler, fault):
             return
 
         g = reply if isinstance(reply, GeminiReply) else GeminiReply(**vars(reply))
