@@ -230,13 +230,7 @@ class RetryPolicy:
             try:
                 return attempt_fn(attempt)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a BackendError
-                err = exc if isinstance(exc, BackendError) else classify(exc, attempt)
-                if not self.should_retry(err, attempt):
-                    raise err from (None if err is exc else exc)
-                wait = self.delay(err, attempt)
-                log.info("%s: %s; retry %d of %d in %.2f s", self.name, type(err).__name__,
-                         attempt + 1, self.max_retries, wait)
-                time.sleep(wait)
+                time.sleep(self._wait_or_raise(exc, attempt, classify))
                 attempt += 1
 
     async def acall(self, attempt_fn: Callable[[int], Awaitable[T]],
@@ -246,15 +240,21 @@ class RetryPolicy:
         while True:
             try:
                 return await attempt_fn(attempt)
-            except Exception as exc:  # noqa: BLE001
-                err = exc if isinstance(exc, BackendError) else classify(exc, attempt)
-                if not self.should_retry(err, attempt):
-                    raise err from (None if err is exc else exc)
-                wait = self.delay(err, attempt)
-                log.info("%s: %s; retry %d of %d in %.2f s", self.name, type(err).__name__,
-                         attempt + 1, self.max_retries, wait)
-                await asyncio.sleep(wait)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a BackendError
+                await asyncio.sleep(self._wait_or_raise(exc, attempt, classify))
                 attempt += 1
+
+    def _wait_or_raise(self, exc: Exception, attempt: int,
+                       classify: Callable[[BaseException, int], BackendError]) -> float:
+        """After a failed ``attempt``: the seconds to wait before the next one (logged), or the
+        :class:`BackendError` raised when it is not to be retried."""
+        err = exc if isinstance(exc, BackendError) else classify(exc, attempt)
+        if not self.should_retry(err, attempt):
+            raise err from (None if err is exc else exc)
+        wait = self.delay(err, attempt)
+        log.info("%s: %s; retry %d of %d in %.2f s", self.name, type(err).__name__,
+                 attempt + 1, self.max_retries, wait)
+        return wait
 
 
 # --- HTTP status -> kernel exception ------------------------------------------------------------
